@@ -1,0 +1,179 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Kernels against their PyTorch references (Triton interpreter on CPU, or the GPU)."""
+import math
+
+import pytest
+import torch
+
+from vecdit.ops import (
+    VectorSelection,
+    attention_reference,
+    vec_sparse_attention_reference,
+    vector_selection,
+    vector_selection_reference,
+    vector_sparse_attention,
+)
+from vecdit.ops.reference import selection_scores
+
+# (batch, Sq, Sk, heads, head_dim): awkward lengths (tails), Sq != Sk both ways, both head dims
+SHAPES = [
+    (1, 64, 64, 1, 64),
+    (2, 100, 150, 2, 64),
+    (1, 130, 70, 2, 128),
+    (1, 37, 200, 1, 128),
+]
+IDS = ["B{}-Sq{}-Sk{}-H{}-D{}".format(*s) for s in SHAPES]
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+def rel_err(a, b):
+    a, b = a.float(), b.float()
+    assert not torch.isnan(a).any(), "NaN in output"
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def make_qkv(shape, dtype, device, spread=1.0, seed=None):
+    batch, sq, sk, heads, dim = shape
+    g = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
+    q = (torch.randn(batch, sq, heads, dim, generator=g) * spread).to(dtype).to(device)
+    k = (torch.randn(batch, sk, heads, dim, generator=g) * spread).to(dtype).to(device)
+    v = torch.randn(batch, sk, heads, dim, generator=g).to(dtype).to(device)
+    return q, k, v
+
+
+def random_selection(batch, heads, sq, sk, density, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nqb = math.ceil(sq / 64)
+    return VectorSelection.from_mask((torch.rand(batch, heads, nqb, sk, generator=g) < density).to(device))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_attention_matches_reference(shape, dtype, device):
+    batch, sq, sk, heads, dim = shape
+    q, k, v = make_qkv(shape, dtype, device)
+    sel = random_selection(batch, heads, sq, sk, 0.4, device)
+    out, lse = vector_sparse_attention(q, k, v, sel, return_lse=True)
+    ref, ref_lse = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel)
+    assert rel_err(out, ref) <= 1e-2
+    assert torch.allclose(lse, ref_lse, atol=2e-2, rtol=0)
+    assert out.dtype == dtype and out.shape == q.shape
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:3], ids=IDS[1:3])
+def test_attention_dense_range_is_always_attended(shape, device):
+    batch, sq, sk, heads, dim = shape
+    q, k, v = make_qkv(shape, torch.bfloat16, device)
+    text = 11  # like HunyuanVideo's valid text tokens at the end of the joint sequence
+    sel = random_selection(batch, heads, sq, sk - text, 0.3, device, seed=1)
+    out = vector_sparse_attention(q, k, v, sel, dense_range=(sk - text, sk))
+    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, (sk - text, sk))
+    assert rel_err(out, ref) <= 1e-2
+    only_text = vector_sparse_attention(q, k, v, None, dense_range=(sk - text, sk))
+    ref_text, _ = attention_reference(q, k[:, sk - text:], v[:, sk - text:])
+    assert rel_err(only_text, ref_text) <= 1e-2
+
+
+def test_attention_empty_selection_gives_zeros_not_nan(device):
+    shape = (1, 130, 90, 2, 64)
+    q, k, v = make_qkv(shape, torch.bfloat16, device)
+    mask = torch.rand(1, 2, 3, 90) < 0.5
+    mask[0, 1, 1] = False  # one block with nothing selected
+    mask[0, 0] = False  # a whole head with nothing selected
+    sel = VectorSelection.from_mask(mask.to(device))
+    out, lse = vector_sparse_attention(q, k, v, sel, return_lse=True)
+    assert not torch.isnan(out).any() and not torch.isnan(lse).any()
+    assert torch.all(out[:, :, 0] == 0) and torch.all(out[:, 64:128, 1] == 0)
+    assert torch.all(torch.isneginf(lse[0, 0])) and torch.all(torch.isneginf(lse[0, 1, 64:128]))
+    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel)
+    assert rel_err(out, ref) <= 1e-2
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:3], ids=IDS[1:3])
+def test_full_selection_equals_dense(shape, device):
+    batch, sq, sk, heads, dim = shape
+    q, k, v = make_qkv(shape, torch.float16, device)
+    sel = VectorSelection.from_mask(torch.ones(batch, heads, math.ceil(sq / 64), sk, dtype=torch.bool, device=device))
+    out = vector_sparse_attention(q, k, v, sel)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2)).transpose(1, 2)
+    assert rel_err(out, ref) <= 1e-2
+
+
+def test_attention_takes_strided_views_without_copies(device):
+    qkv = torch.randn(1, 150, 3, 2, 64).to(torch.bfloat16).to(device)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    assert not q.is_contiguous()
+    sel = random_selection(1, 2, 150, 150, 0.5, device)
+    out = vector_sparse_attention(q, k, v, sel)
+    ref = vector_sparse_attention(q.contiguous(), k.contiguous(), v.contiguous(), sel)
+    assert rel_err(out, ref) <= 1e-3
+
+
+def assert_same_selection(got: VectorSelection, want: VectorSelection, scores, cutoff_tol=1e-4):
+    """Identical sets, except keys whose score is within `cutoff_tol` of another kept/dropped key."""
+    g, w = got.to_mask(), want.to_mask()
+    diff = g ^ w
+    if diff.any():
+        # a mismatch is acceptable only as a near-tie at the cutoff: compare with the weakest kept score
+        weakest = torch.where(w, scores, math.inf).amin(-1, keepdim=True)
+        gapd = (scores - weakest).abs()
+        assert bool((gapd[diff] <= cutoff_tol).all()), f"{int(diff.sum())} keys differ beyond near-ties"
+    assert int(diff.sum()) <= max(1, g.numel() // 10000)
+
+
+@pytest.mark.parametrize("mode", ["exact", "running"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_selection_matches_reference(shape, mode, device):
+    batch, sq, sk, heads, dim = shape
+    q, k, _ = make_qkv(shape, torch.bfloat16, device, spread=3.0)
+    for threshold in (0.2, torch.linspace(0.05, 0.6, heads)):
+        sel = vector_selection(q, k, threshold, mode=mode)
+        ref = vector_selection_reference(q.cpu(), k.cpu(), threshold, mode=mode)
+        assert_same_selection(sel, ref, selection_scores(q, k).cpu())
+        assert int(sel.column_count.min()) >= 1  # the max itself is always kept
+
+
+def test_running_keeps_a_superset_of_exact(device):
+    q, k, _ = make_qkv((1, 100, 300, 2, 64), torch.bfloat16, device, spread=3.0)
+    exact = vector_selection(q, k, 0.1, mode="exact").to_mask()
+    running = vector_selection(q, k, 0.1, mode="running").to_mask()
+    assert torch.all(running | ~exact) and running.sum() >= exact.sum()
+
+
+@pytest.mark.parametrize("mode", ["exact", "running"])
+def test_selection_density_cap_and_floor(mode, device):
+    shape = (1, 130, 300, 2, 64)
+    q, k, _ = make_qkv(shape, torch.bfloat16, device, spread=3.0)
+    scores = selection_scores(q, k).cpu()
+    capped = vector_selection(q, k, 1e-6, mode=mode, max_density=0.1)
+    assert int(capped.column_count.max()) <= 30
+    assert_same_selection(capped, vector_selection_reference(q.cpu(), k.cpu(), 1e-6, mode=mode, max_density=0.1), scores)
+    floored = vector_selection(q, k, 0.999, mode=mode, min_columns=17)
+    assert int(floored.column_count.min()) >= 17
+    assert_same_selection(floored, vector_selection_reference(q.cpu(), k.cpu(), 0.999, mode=mode, min_columns=17), scores)
+
+
+def test_selection_extremes_keep_everything_or_the_best(device):
+    q, k, _ = make_qkv((1, 70, 90, 1, 64), torch.bfloat16, device, spread=3.0)
+    everything = vector_selection(q, k, 1e-30)
+    assert torch.all(everything.column_count == 90)
+    best = vector_selection(q, k, 1.0)
+    assert torch.equal(best.to_mask(), vector_selection_reference(q.cpu(), k.cpu(), 1.0).to_mask().to(device))
+
+
+def test_selection_memory_is_proportional_to_kept(device):
+    q, k, _ = make_qkv((1, 128, 400, 2, 64), torch.bfloat16, device, spread=3.0)
+    sel = vector_selection(q, k, 0.5)
+    kept = int(sel.column_offset[-1])
+    assert sel.column_index.numel() == kept < 2 * 2 * 400
+    assert 0 < float(sel.density()) < 0.5
+
+
+def test_selection_then_attention_end_to_end(device):
+    shape = (1, 200, 260, 2, 128)
+    q, k, v = make_qkv(shape, torch.bfloat16, device, spread=2.0)
+    sel = vector_selection(q, k[:, :250], 0.1)
+    out = vector_sparse_attention(q, k, v, sel, dense_range=(250, 260))
+    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, (250, 260))
+    assert rel_err(out, ref) <= 1e-2

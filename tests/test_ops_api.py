@@ -1,0 +1,94 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Input validation, torch.library registration and torch.compile of the ops."""
+import pytest
+import torch
+
+from vecdit.ops import VectorSelection, vector_selection, vector_sparse_attention
+
+
+def _qkv(device, dtype=torch.bfloat16, sq=70, sk=80, heads=2, dim=64):
+    return (torch.randn(1, sq, heads, dim).to(dtype).to(device),
+            torch.randn(1, sk, heads, dim).to(dtype).to(device),
+            torch.randn(1, sk, heads, dim).to(dtype).to(device))
+
+
+def _sel(device, heads=2, nqb=2, sk=80):
+    return VectorSelection.from_mask((torch.rand(1, heads, nqb, sk) < 0.5).to(device))
+
+
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        (lambda q, k, v: (q[0], k, v), "q"),
+        (lambda q, k, v: (q.float(), k, v), "q"),
+        (lambda q, k, v: (q, k.half(), v), "k"),
+        (lambda q, k, v: (q, k.to("meta"), v), "k"),
+        (lambda q, k, v: (q, torch.cat([k, k]), v), "k"),
+        (lambda q, k, v: (q, k[:, :, :1], v[:, :, :1]), "heads"),
+        (lambda q, k, v: (q[..., :48], k[..., :48], v[..., :48]), "head_dim"),
+    ],
+    ids=["rank", "dtype", "dtype-mismatch", "device", "batch", "heads", "head_dim"],
+)
+def test_bad_inputs_raise_value_error_naming_the_parameter(change, param, device):
+    q, k, v = change(*_qkv(device))
+    with pytest.raises(ValueError, match=param):
+        vector_sparse_attention(q, k, v, None, dense_range=(0, 8))
+    with pytest.raises(ValueError, match=param):
+        vector_selection(q, k, 0.1)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.5, 1.5, float("nan"), [0.1, 0.2, 0.3]])
+def test_threshold_outside_unit_interval_raises(threshold, device):
+    q, k, _ = _qkv(device)
+    with pytest.raises(ValueError, match="threshold"):
+        vector_selection(q, k, threshold)
+
+
+def test_other_parameters_raise(device):
+    q, k, v = _qkv(device)
+    with pytest.raises(ValueError, match="mode"):
+        vector_selection(q, k, 0.1, mode="fast")
+    with pytest.raises(ValueError, match="max_density"):
+        vector_selection(q, k, 0.1, max_density=1.5)
+    with pytest.raises(ValueError, match="min_columns"):
+        vector_selection(q, k, 0.1, max_density=0.1, min_columns=20)
+    with pytest.raises(ValueError, match="dense_range"):
+        vector_sparse_attention(q, k, v, None, dense_range=(10, 200))
+    with pytest.raises(ValueError, match="selection"):
+        vector_sparse_attention(q, k, v, _sel(device, heads=1))
+
+
+def test_index_out_of_range_raises_in_debug_mode(device, monkeypatch):
+    q, k, v = _qkv(device)
+    sel = _sel(device)
+    bad = VectorSelection(sel.column_index.clone(), sel.column_offset, 1, 2, 2, 80)
+    bad.column_index[0] = 80
+    monkeypatch.setenv("VECDIT_DEBUG", "1")
+    with pytest.raises(ValueError, match="column_index"):
+        vector_sparse_attention(q, k, v, bad)
+
+
+def test_ops_registered_with_torch_library(device):
+    q, k, v = _qkv(device)
+    sel = _sel(device)
+    torch.library.opcheck(
+        torch.ops.vecdit.vec_sparse_attn.default,
+        (q, k, v, sel.column_index, sel.column_offset, 0, 0, 0.125),
+        test_utils=("test_schema", "test_faketensor"),
+    )
+    gap = torch.full((2,), 2.0, device=device)
+    torch.library.opcheck(torch.ops.vecdit.vec_select.default, (q, k, gap, False, 0, 0, 0.125),
+                          test_utils=("test_schema",))
+
+
+def test_torch_compile_fullgraph_does_not_break(device):
+    q, k, v = _qkv(device)
+
+    def block(q, k, v):
+        sel = vector_selection(q, k, 0.2)
+        return vector_sparse_attention(q * 1.0, k, v, sel, dense_range=None) + 1.0
+
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    eager = block(q, k, v)
+    assert torch.allclose(compiled(q, k, v).float(), eager.float(), atol=1e-2)

@@ -1,0 +1,156 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Attention benchmark: dense SDPA (cuDNN, flash) against vecdit selection + sparse attention.
+
+Inputs are random bf16 tensors in diffusers' [B, S, H, D] layout at the real token counts. Random
+keys give no natural sparsity, so the threshold that yields each target density is calibrated on
+the inputs first (untimed); the timed selection is the production threshold rule. Relative error
+vs dense is therefore large by construction (random attention is flat); the kernel's own error is
+checked against an fp32 reference of the same selection on sampled query blocks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vecdit.ops import vector_selection, vector_sparse_attention
+from vecdit.ops.attention import _attn_triton
+from vecdit.ops.selection import _select_triton, check_threshold
+
+from .common import do_bench_ms, sampled_block_error
+
+SHAPES = {
+    "wan2.1-1.3b-480p": dict(heads=12, video=32760, text=0),
+    "wan2.1-14b-720p": dict(heads=40, video=75600, text=0),
+    "hunyuanvideo-720p": dict(heads=24, video=118800, text=256),
+}
+DENSITIES = (0.5, 0.25, 0.1)
+HEAD_DIM = 128
+
+
+def make_inputs(shape: str, seed: int = 0, device="cuda"):
+    cfg = SHAPES[shape]
+    seq = cfg["video"] + cfg["text"]
+    g = torch.Generator(device=device).manual_seed(seed)
+    # one fused projection output split into q, k, v: strided views, as diffusers often hands them
+    qkv = torch.randn(1, seq, 3, cfg["heads"], HEAD_DIM, device=device, dtype=torch.bfloat16, generator=g)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+def calibrate_threshold(q, k, density: float, steps: int = 18) -> float:
+    """Scalar threshold whose selection keeps about `density` of the keys (bisection on ln t)."""
+    lo, hi = -30.0, 0.0  # ln threshold: lo keeps everything, hi keeps about one key per block
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        d = float(vector_selection(q, k, math.exp(mid)).density())
+        lo, hi = (mid, hi) if d > density else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
+def dense_sdpa(q, k, v, backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    b = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+    with sdpa_kernel(b):
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
+def run_shape(shape: str, densities=DENSITIES, modes=("exact",)) -> dict:
+    cfg = SHAPES[shape]
+    video, text, heads = cfg["video"], cfg["text"], cfg["heads"]
+    q, k, v = make_inputs(shape)
+    seq = video + text
+    dense_flops = 4 * seq * seq * heads * HEAD_DIM
+    res = {"shape": shape, "heads": heads, "video_tokens": video, "text_tokens": text, "head_dim": HEAD_DIM,
+           "dense_tflop": dense_flops / 1e12, "dense": {}, "vecdit": []}
+    ref = None
+    for backend in ("cudnn", "flash"):
+        ms = do_bench_ms(lambda: dense_sdpa(q, k, v, backend))
+        res["dense"][backend] = {"ms": ms, "tflops": dense_flops / ms / 1e9}
+        if backend == "cudnn":
+            ref = dense_sdpa(q, k, v, backend)
+    qv, kv = q[:, :video], k[:, :video]
+    dense_range = (video, seq) if text else None
+    for mode in modes:
+        for density in densities:
+            thr = calibrate_threshold(qv, kv, density)
+            sel = vector_selection(qv, kv, thr, mode=mode)
+
+            def select():
+                return vector_selection(qv, kv, thr, mode=mode)
+
+            def attend():
+                out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
+                if text:  # text queries attend everything, densely
+                    dense_sdpa(q[:, video:], k, v, "cudnn")
+                return out
+
+            def total():
+                s = select()
+                out = vector_sparse_attention(qv, k, v, s, dense_range=dense_range)
+                if text:
+                    dense_sdpa(q[:, video:], k, v, "cudnn")
+                return out
+
+            sel_ms = do_bench_ms(select)
+            att_ms = do_bench_ms(attend)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            tot_ms = do_bench_ms(total)
+            peak = torch.cuda.max_memory_allocated() - base
+            out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
+            kept = int(sel.column_offset[-1])
+            entries = kept * 64 + video * text  # computed (query, key) pairs of the video queries
+            dens = float(sel.density())
+            rel_dense = float((out.float() - ref[:, :video].float()).norm() / ref[:, :video].float().norm())
+            kern_err = sampled_block_error(qv, k, v, sel, dense_range)
+            cudnn = res["dense"]["cudnn"]["ms"]
+            res["vecdit"].append({
+                "mode": mode, "target_density": density, "density": dens, "threshold": thr,
+                "selection_ms": sel_ms, "attention_ms": att_ms, "total_ms": tot_ms,
+                "speedup_vs_cudnn": cudnn / tot_ms, "speedup_vs_flash": res["dense"]["flash"]["ms"] / tot_ms,
+                "selection_share_of_dense": sel_ms / cudnn,
+                "attention_tflops_on_computed": 4 * HEAD_DIM * entries / att_ms / 1e9,
+                "peak_extra_mem_gb": peak / 2**30, "index_buffer_gb": sel.nbytes() / 2**30,
+                "rel_err_vs_dense": rel_dense, "kernel_rel_err_vs_fp32_ref": kern_err,
+            })
+            del sel, out
+    return res
+
+
+def sweep(shape: str = "hunyuanvideo-720p", density: float = 0.25) -> list[dict]:
+    """Time launch settings of both kernels at one shape (to pick ATTN_CONFIGS / SELECT_CONFIG)."""
+    cfg = SHAPES[shape]
+    video, text, heads = cfg["video"], cfg["text"], cfg["heads"]
+    q, k, v = make_inputs(shape)
+    qv, kv = q[:, :video], k[:, :video]
+    thr = calibrate_threshold(qv, kv, density, steps=12)
+    sel = vector_selection(qv, kv, thr)
+    rows = []
+    gap = check_threshold(thr, heads, q.device)
+    scale = HEAD_DIM ** -0.5
+    for bm in (64, 128):
+        for nw in (4, 8):
+            for ns in (2, 3):
+                c = dict(BLOCK_M=bm, num_warps=nw, num_stages=ns)
+                try:
+                    ms = do_bench_ms(lambda: _select_triton(qv, kv, gap, False, 0, 0, scale, c))
+                except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
+                    ms = f"failed: {type(e).__name__}"
+                rows.append({"kernel": "select", **c, "ms": ms})
+    ref = _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale)[0]
+    for bn in (32, 64, 128):
+        for nw in (4, 8):
+            for ns in (2, 3, 4):
+                c = dict(BLOCK_N=bn, num_warps=nw, num_stages=ns)
+                try:
+                    fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale, c)  # noqa: E731
+                    out = fn()[0]
+                    err = float((out.float() - ref.float()).norm() / ref.float().norm())
+                    ms = do_bench_ms(fn)
+                except Exception as e:  # noqa: BLE001
+                    ms, err = f"failed: {type(e).__name__}", None
+                rows.append({"kernel": "attention", **c, "ms": ms, "rel_diff_vs_default": err})
+    return rows

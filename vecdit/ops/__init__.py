@@ -1,0 +1,15 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Kernels of vecdit: vector selection and vector-sparse attention (Triton), with references."""
+from .attention import vector_sparse_attention
+from .reference import attention_reference, vec_sparse_attention_reference, vector_selection_reference
+from .selection import SELECTION_MODES, VectorSelection, vector_selection
+
+__all__ = [
+    "SELECTION_MODES",
+    "VectorSelection",
+    "attention_reference",
+    "vec_sparse_attention_reference",
+    "vector_selection",
+    "vector_selection_reference",
+    "vector_sparse_attention",
+]

@@ -1,0 +1,98 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Triton forward kernel of vector-sparse attention (non-causal).
+
+One program = one (batch, head, 64-query block). It attends the contiguous key range
+[dense_start, dense_end) first, then the block's selected key rows, gathered by index.
+Online softmax in base 2 with fp32 statistics and accumulator.
+"""
+import triton
+import triton.language as tl
+
+from ._common import mma
+
+
+@triton.jit
+def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST: tl.constexpr):
+    # q: [BM, D]  k: [D, BN]  v: [BN, D]  valid: [BN]
+    s = mma(q, k, UPCAST) * qk_scale_log2
+    s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # a row whose keys were all masked so far keeps m = -inf; shift by 0 to avoid inf - inf
+    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_shift)
+    p = tl.exp2(s - m_shift[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, UPCAST)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def vec_sparse_attn_fwd_kernel(
+    Q, K, V, O, LSE,
+    COLUMN_INDEX, COLUMN_OFFSET,
+    qk_scale_log2,
+    stride_qb, stride_qs, stride_qh, stride_qd,
+    stride_kb, stride_ks, stride_kh, stride_kd,
+    stride_vb, stride_vs, stride_vh, stride_vd,
+    stride_ob, stride_os, stride_oh, stride_od,
+    H, Sq, num_query_blocks, dense_start, dense_end,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+
+    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    row_ok = offs_m < Sq
+
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None], other=0.0,
+    )
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    # always-attended contiguous range (e.g. HunyuanVideo's valid text tokens)
+    for start in range(dense_start, dense_end, BLOCK_N):
+        cols = start + offs_n
+        valid = cols < dense_end
+        k = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
+                    mask=valid[None, :], other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
+                    mask=valid[:, None], other=0.0)
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST)
+
+    # selected key rows of this (batch, head, query block)
+    row = bh.to(tl.int64) * num_query_blocks + qb
+    sel_start = tl.load(COLUMN_OFFSET + row)
+    sel_end = tl.load(COLUMN_OFFSET + row + 1)
+    for start in range(sel_start, sel_end, BLOCK_N):
+        pos = start + offs_n
+        valid = pos < sel_end
+        cols = tl.load(COLUMN_INDEX + pos, mask=valid, other=0).to(tl.int64)
+        k = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
+                    mask=valid[None, :], other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
+                    mask=valid[:, None], other=0.0)
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST)
+
+    # a block that attends nothing returns zeros and lse = -inf (the neutral element of a merge)
+    has_mass = l_i > 0.0
+    out = acc / tl.where(has_mass, l_i, 1.0)[:, None]
+    tl.store(
+        O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_os + offs_d[None, :] * stride_od,
+        out.to(O.dtype.element_ty), mask=row_ok[:, None],
+    )
+    lse = tl.where(has_mass, (m_i + tl.log2(tl.where(has_mass, l_i, 1.0))) * 0.6931471805599453,
+                   float("-inf"))
+    tl.store(LSE + bh.to(tl.int64) * Sq + offs_m, lse, mask=row_ok)

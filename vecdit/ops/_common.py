@@ -1,0 +1,13 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Triton helpers shared by the kernels."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mma(a, b, UPCAST: tl.constexpr):
+    # Triton's CPU interpreter (3.9) multiplies bf16 tiles wrongly; bf16 products are exact in
+    # fp32, so upcasting there computes the same function as the tensor cores do on the GPU
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b)

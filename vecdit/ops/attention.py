@@ -1,0 +1,118 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Vector-sparse attention forward: each 64-query block attends only its selected key rows."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import QUERY_BLOCK, interpret_mode, check_dense_range, check_qkv, debug_mode, num_query_blocks, use_triton
+from .selection import VectorSelection
+
+# launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
+ATTN_CONFIGS = {
+    64: dict(BLOCK_N=64, num_warps=4, num_stages=3),
+    128: dict(BLOCK_N=64, num_warps=4, num_stages=3),
+}
+
+
+def vector_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    selection: VectorSelection | None,
+    *,
+    dense_range: tuple[int, int] | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+):
+    """Non-causal attention of each 64-query block over its selected keys (and a dense range).
+
+    Args:
+        q (`torch.Tensor`): `[B, Sq, H, D]`, bf16 or fp16, D in {64, 128}, any strides.
+        k, v (`torch.Tensor`): `[B, Sk, H, D]`, any strides (no copies are made).
+        selection (`VectorSelection`, *optional*): from `vector_selection`, with indices into `k`.
+            None attends only `dense_range`.
+        dense_range (`tuple[int, int]`, *optional*): keys `[start, end)` attended by every query
+            without being listed (HunyuanVideo's valid text tokens). Must not overlap the selection.
+        scale (`float`, *optional*): softmax scale, defaults to 1/sqrt(D).
+        return_lse (`bool`, defaults to False): also return the log-sum-exp `[B, H, Sq]` (fp32,
+            natural log), to merge with other attention parts or for ring attention.
+
+    Returns:
+        `[B, Sq, H, D]` in q's dtype (and lse). A query block that attends no key at all gets zeros
+        and lse = -inf: it contributes nothing when merged by lse, and never NaN.
+    """
+    check_qkv(q, k, v)
+    batch, seq_q, heads, dim = q.shape
+    num_keys = k.shape[1]
+    start, end = check_dense_range(dense_range, num_keys)
+    if selection is None:
+        rows = batch * heads * num_query_blocks(seq_q)
+        column_index = torch.empty(0, dtype=torch.int32, device=q.device)
+        column_offset = torch.zeros(rows + 1, dtype=torch.int64, device=q.device)
+    else:
+        _check_selection(selection, q, num_keys)
+        column_index, column_offset = selection.column_index, selection.column_offset
+    scale = dim ** -0.5 if scale is None else float(scale)
+    out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, start, end, scale)
+    return (out, lse) if return_lse else out
+
+
+def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int) -> None:
+    batch, seq_q, heads, _ = q.shape
+    expected = (batch, heads, num_query_blocks(seq_q))
+    got = (selection.batch, selection.heads, selection.num_query_blocks)
+    if got != expected:
+        raise ValueError(f"`selection` is for (batch, heads, query blocks) = {got}, but q needs {expected}")
+    if selection.num_keys > num_keys:
+        raise ValueError(f"`selection` indexes {selection.num_keys} keys but k has only {num_keys}")
+    for name, t, dtype in (("column_index", selection.column_index, torch.int32),
+                           ("column_offset", selection.column_offset, torch.int64)):
+        if t.dtype != dtype or t.device != q.device or t.dim() != 1:
+            raise ValueError(f"`selection.{name}` must be a 1-D {dtype} tensor on {q.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
+    if selection.column_offset.numel() != expected[0] * expected[1] * expected[2] + 1:
+        raise ValueError(f"`selection.column_offset` must have {expected[0] * expected[1] * expected[2] + 1} entries, got {selection.column_offset.numel()}")
+    if debug_mode():
+        idx, off = selection.column_index, selection.column_offset
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_keys):
+            raise ValueError(f"`selection.column_index` must lie in [0, Sk={num_keys}), got [{int(idx.min())}, {int(idx.max())}]")
+        if int(off[0]) != 0 or bool((off.diff() < 0).any()) or int(off[-1]) != idx.numel():
+            raise ValueError("`selection.column_offset` must start at 0, be non-decreasing and end at column_index.numel()")
+
+
+def _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, scale, config=None):
+    from ._attn_kernel import vec_sparse_attn_fwd_kernel
+
+    batch, seq_q, heads, dim = q.shape
+    nqb = num_query_blocks(seq_q)
+    out = torch.empty(batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
+    lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
+    vec_sparse_attn_fwd_kernel[(nqb, batch * heads)](
+        q, k, v, out, lse, column_index, column_offset,
+        scale * 1.4426950408889634,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        heads, seq_q, nqb, dense_start, dense_end,
+        HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, UPCAST=interpret_mode(), **(config or ATTN_CONFIGS[dim]),
+    )
+    return out, lse
+
+
+@torch.library.custom_op("vecdit::vec_sparse_attn", mutates_args=())
+def _vec_sparse_attn_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, column_index: torch.Tensor, column_offset: torch.Tensor,
+    dense_start: int, dense_end: int, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(q):
+        return _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, scale)
+    from .reference import vec_sparse_attention_reference
+
+    batch, seq_q, heads, _ = q.shape
+    rows = column_offset.numel() - 1
+    sel = VectorSelection(column_index, column_offset, batch, heads, rows // (batch * heads),
+                          int(column_index.max()) + 1 if column_index.numel() else 0)
+    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale)
+
+
+@_vec_sparse_attn_op.register_fake
+def _(q, k, v, column_index, column_offset, dense_start, dense_end, scale):
+    batch, seq_q, heads, dim = q.shape
+    return q.new_empty((batch, seq_q, heads, dim)), q.new_empty((batch, heads, seq_q), dtype=torch.float32)
