@@ -112,7 +112,7 @@ def test_attention_takes_strided_views_without_copies(device):
 
 def assert_same_selection(got: VectorSelection, want: VectorSelection, scores, cutoff_tol=1e-4):
     """Identical sets, except keys whose score is within `cutoff_tol` of another kept/dropped key."""
-    g, w = got.to_mask(), want.to_mask()
+    g, w, scores = got.to_mask().cpu(), want.to_mask().cpu(), scores.cpu()
     diff = g ^ w
     if diff.any():
         # a mismatch is acceptable only as a near-tie at the cutoff: compare with the weakest kept score

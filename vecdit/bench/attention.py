@@ -131,26 +131,36 @@ def sweep(shape: str = "hunyuanvideo-720p", density: float = 0.25) -> list[dict]
     rows = []
     gap = check_threshold(thr, heads, q.device)
     scale = HEAD_DIM ** -0.5
-    for bm in (64, 128):
-        for nw in (4, 8):
-            for ns in (2, 3):
-                c = dict(BLOCK_M=bm, num_warps=nw, num_stages=ns)
-                try:
-                    ms = do_bench_ms(lambda: _select_triton(qv, kv, gap, False, 0, 0, scale, c))
-                except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
-                    ms = f"failed: {type(e).__name__}"
-                rows.append({"kernel": "select", **c, "ms": ms})
+    for c in (dict(BLOCK_M=64, num_warps=4, num_stages=3), dict(BLOCK_M=64, num_warps=4, num_stages=4),
+              dict(BLOCK_M=128, num_warps=8, num_stages=3), dict(BLOCK_M=32, num_warps=4, num_stages=3)):
+        try:
+            ms = do_bench_ms(lambda: _select_triton(qv, kv, gap, False, 0, 0, scale, c))
+        except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
+            ms = f"failed: {type(e).__name__}"
+        rows.append({"kernel": "select", **c, "ms": ms})
     ref = _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale)[0]
-    for bn in (32, 64, 128):
-        for nw in (4, 8):
-            for ns in (2, 3, 4):
-                c = dict(BLOCK_N=bn, num_warps=nw, num_stages=ns)
-                try:
-                    fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale, c)  # noqa: E731
-                    out = fn()[0]
-                    err = float((out.float() - ref.float()).norm() / ref.float().norm())
-                    ms = do_bench_ms(fn)
-                except Exception as e:  # noqa: BLE001
-                    ms, err = f"failed: {type(e).__name__}", None
-                rows.append({"kernel": "attention", **c, "ms": ms, "rel_diff_vs_default": err})
+    attn_configs = [dict(BLOCK_N=bn, num_warps=4, num_stages=ns, WARP_SPECIALIZE=ws)
+                    for bn in (64, 128) for ns in (2, 3, 4) for ws in (False, True)]
+    for c in attn_configs:
+        try:
+            fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale, c)  # noqa: E731
+            out = fn()[0]
+            err = float((out.float() - ref.float()).norm() / ref.float().norm())
+            ms = do_bench_ms(fn)
+        except Exception as e:  # noqa: BLE001
+            ms, err = f"failed: {type(e).__name__}", None
+        rows.append({"kernel": "attention", **c, "ms": ms, "rel_diff_vs_default": err})
+    del sel, q, k, v
+    # the kernel on a full (contiguous) selection vs cuDNN: what the gather costs, not the sparsity
+    q, k, v = make_inputs("wan2.1-1.3b-480p")
+    full = torch.ones(1, q.shape[2], math.ceil(q.shape[1] / 64), k.shape[1], dtype=torch.bool, device=q.device)
+    from vecdit.ops import VectorSelection
+
+    sel = VectorSelection.from_mask(full)
+    del full
+    flops = 4 * q.shape[1] * k.shape[1] * q.shape[2] * HEAD_DIM
+    for name, fn in (("cudnn", lambda: dense_sdpa(q, k, v, "cudnn")),
+                     ("vecdit-all-keys", lambda: vector_sparse_attention(q, k, v, sel))):
+        ms = do_bench_ms(fn)
+        rows.append({"kernel": f"wan2.1-1.3b dense-equivalent {name}", "ms": ms, "tflops": flops / ms / 1e9})
     return rows

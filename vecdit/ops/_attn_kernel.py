@@ -12,18 +12,32 @@ from ._common import mma
 
 
 @triton.jit
-def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST: tl.constexpr):
-    # q: [BM, D]  k: [D, BN]  v: [BN, D]  valid: [BN]
+def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST: tl.constexpr, MASKED: tl.constexpr):
+    # q: [BM, D]  k: [D, BN]  v: [BN, D]  valid: [BN] (read only when MASKED)
     s = mma(q, k, UPCAST) * qk_scale_log2
-    s = tl.where(valid[None, :], s, float("-inf"))
+    if MASKED:
+        s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    # a row whose keys were all masked so far keeps m = -inf; shift by 0 to avoid inf - inf
-    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    if MASKED:
+        # a row whose keys were all masked so far keeps m = -inf; shift by 0 to avoid inf - inf
+        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_shift = m_new
     alpha = tl.exp2(m_i - m_shift)
     p = tl.exp2(s - m_shift[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, UPCAST)
     return m_new, l_i, acc
+
+
+@triton.jit
+def _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, MASKED: tl.constexpr):
+    # k: [D, BN] (transposed for q @ k), v: [BN, D]
+    k_ptrs = k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd
+    v_ptrs = v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd
+    if MASKED:
+        return (tl.load(k_ptrs, mask=valid[None, :], other=0.0), tl.load(v_ptrs, mask=valid[:, None], other=0.0))
+    return tl.load(k_ptrs), tl.load(v_ptrs)
 
 
 @triton.jit
@@ -40,6 +54,7 @@ def vec_sparse_attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     qb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -66,25 +81,24 @@ def vec_sparse_attn_fwd_kernel(
     for start in range(dense_start, dense_end, BLOCK_N):
         cols = start + offs_n
         valid = cols < dense_end
-        k = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
-                    mask=valid[None, :], other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
-                    mask=valid[:, None], other=0.0)
-        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST)
+        k, v = _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, True)
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST, True)
 
-    # selected key rows of this (batch, head, query block)
+    # selected key rows of this (batch, head, query block): full tiles unmasked, then the tail
     row = bh.to(tl.int64) * num_query_blocks + qb
     sel_start = tl.load(COLUMN_OFFSET + row)
     sel_end = tl.load(COLUMN_OFFSET + row + 1)
-    for start in range(sel_start, sel_end, BLOCK_N):
-        pos = start + offs_n
+    full_end = sel_start + (sel_end - sel_start) // BLOCK_N * BLOCK_N
+    for start in tl.range(sel_start, full_end, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        cols = tl.load(COLUMN_INDEX + start + offs_n).to(tl.int64)
+        k, v = _gather_kv(k_base, v_base, cols, cols, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, False)
+        m_i, l_i, acc = _softmax_step(q, k, v, cols, m_i, l_i, acc, qk_scale_log2, UPCAST, False)
+    if full_end < sel_end:
+        pos = full_end + offs_n
         valid = pos < sel_end
         cols = tl.load(COLUMN_INDEX + pos, mask=valid, other=0).to(tl.int64)
-        k = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
-                    mask=valid[None, :], other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
-                    mask=valid[:, None], other=0.0)
-        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST)
+        k, v = _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, True)
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST, True)
 
     # a block that attends nothing returns zeros and lse = -inf (the neutral element of a merge)
     has_mass = l_i > 0.0

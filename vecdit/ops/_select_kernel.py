@@ -14,9 +14,9 @@ import triton.language as tl
 
 from ._common import mma
 
-PASS_STATS = 0
-PASS_COUNT = 1
-PASS_FILL = 2
+PASS_STATS = tl.constexpr(0)
+PASS_COUNT = tl.constexpr(1)
+PASS_FILL = tl.constexpr(2)
 
 
 @triton.jit

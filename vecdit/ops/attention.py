@@ -9,8 +9,8 @@ from .selection import VectorSelection
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
 ATTN_CONFIGS = {
-    64: dict(BLOCK_N=64, num_warps=4, num_stages=3),
-    128: dict(BLOCK_N=64, num_warps=4, num_stages=3),
+    64: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
+    128: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
 }
 
 
