@@ -1,0 +1,223 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""`VecAttnProcessor`: one diffusers attention processor for Wan2.1/2.2 and HunyuanVideo.
+
+`pipe.transformer.set_attn_processor(VecAttnProcessor())` puts the same instance on every attention
+module, so `__call__` tells the call sites apart:
+  Wan self-attention (`attn1`)            -> sparse (dense on warm-up steps: the stock code path)
+  Wan cross-attention (`attn2`, text/I2V) -> the stock `WanAttnProcessor`, exactly
+  HunyuanVideo dual/single-stream joint   -> video queries sparse over video keys + valid text keys,
+                                             text queries dense; padded text keys are never attended
+  HunyuanVideo token refiner              -> the stock `AttnProcessor2_0` (returns one tensor)
+Layouts: q/k/v are [B, S, H, D] as diffusers builds them.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+
+from vecdit.config import VecAttnConfig
+from vecdit.ops import vec_sparse_attention_reference, vector_selection, vector_selection_reference, vector_sparse_attention
+from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
+from vecdit.schedule import LayerStats, Phase, Timer, find_or_attach_hook
+from vecdit.utils import warn_once
+
+
+class VecAttnProcessor:
+    """Vector-wise sparse attention processor (Wan2.1/2.2 T2V and I2V, HunyuanVideo).
+
+    Args:
+        config (`VecAttnConfig`, *optional*): thresholds and schedule; defaults to `VecAttnConfig()`.
+
+    >>> pipe.transformer.set_attn_processor(VecAttnProcessor())  # doctest: +SKIP
+    """
+
+    # diffusers writes these onto processors (set_attention_backend, enable_parallelism)
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, config: VecAttnConfig | None = None):
+        self.config = config if config is not None else VecAttnConfig()
+        self.step_hook = None  # set by vecdit.enable; otherwise found on the first call
+        self._stock_wan = WanAttnProcessor()
+        self._stock_plain = AttnProcessor2_0()
+        self._valid_text_cache = (None, None)
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        if isinstance(attn, Attention):  # HunyuanVideo's legacy module class
+            if encoder_hidden_states is None:
+                return self._stock_plain(attn, hidden_states, None, attention_mask)
+            if attention_mask is not None and attention_mask.dim() == 2:
+                raise ValueError(
+                    "VecAttnProcessor does not support HunyuanVideo-1.5 yet (its joint attention gets a "
+                    "[batch, text] mask expanded to [batch, 1, S, S]); keep HunyuanVideo15AttnProcessor2_0 there"
+                )
+            return self._hunyuan_joint(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if not hasattr(attn, "is_cross_attention"):
+            raise ValueError(f"VecAttnProcessor supports Wan and HunyuanVideo attention modules, got {type(attn).__name__}")
+        phase, hook, layer = self._phase(attn)
+        if encoder_hidden_states is not None or phase is Phase.DENSE:
+            return self._stock(self._stock_wan)(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        return self._wan_self(attn, hidden_states, rotary_emb, phase, hook, layer)
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def _phase(self, attn):
+        hook = self.step_hook
+        if hook is None:
+            hook = self.step_hook = find_or_attach_hook(attn, self.config)
+        if hook is None:  # an attention module called on its own: no steps, select every call
+            return Phase.SELECT, None, None
+        layer = hook.layer(attn)
+        if layer is None or layer in self.config.dense_layers:
+            return Phase.DENSE, hook, layer
+        if self._parallel_config is not None:
+            warn_once("vecdit: context parallelism is not supported yet; attention runs dense")
+            return Phase.DENSE, hook, layer
+        return hook.t.phase, hook, layer
+
+    def _stock(self, processor):
+        processor._attention_backend = self._attention_backend
+        processor._parallel_config = self._parallel_config
+        return processor
+
+    # -- Wan --------------------------------------------------------------------------------------
+    def _wan_self(self, attn, hidden_states, rotary_emb, phase, hook, layer):
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            query = _wan_rotary(query, *rotary_emb)
+            key = _wan_rotary(key, *rotary_emb)
+        out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    # -- HunyuanVideo -----------------------------------------------------------------------------
+    def _hunyuan_joint(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb):
+        n_video, n_text = hidden_states.shape[1], encoder_hidden_states.shape[1]
+        dual = attn.add_q_proj is not None
+        x = hidden_states if dual else torch.cat([hidden_states, encoder_hidden_states], dim=1)
+        query = attn.to_q(x).unflatten(2, (attn.heads, -1))
+        key = attn.to_k(x).unflatten(2, (attn.heads, -1))
+        value = attn.to_v(x).unflatten(2, (attn.heads, -1))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:  # RoPE on the video rows only
+            query = torch.cat([apply_rotary_emb(query[:, :n_video], image_rotary_emb, sequence_dim=1), query[:, n_video:]], 1)
+            key = torch.cat([apply_rotary_emb(key[:, :n_video], image_rotary_emb, sequence_dim=1), key[:, n_video:]], 1)
+        if dual:
+            eq = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            ek = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            ev = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            if attn.norm_added_q is not None:
+                eq = attn.norm_added_q(eq)
+            if attn.norm_added_k is not None:
+                ek = attn.norm_added_k(ek)
+            query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
+
+        phase, hook, layer = self._phase(attn)
+        outs = []
+        # samples with different valid text lengths are attended separately (no padding mask)
+        for rows, n_valid in self._valid_text_groups(attention_mask, n_video, n_text, query.shape[0]):
+            q, k, v = query[rows], key[rows], value[rows]
+            n_keys = n_video + n_valid
+            k, v = k[:, :n_keys], v[:, :n_keys]
+            if phase is Phase.DENSE:
+                outs.append(self._dense(q, k, v))
+                continue
+            if self.config.text_handling == "always":
+                video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer)
+            else:
+                video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer)
+            outs.append(torch.cat([video, self._dense(q[:, n_video:], k, v)], 1))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)  # groups are contiguous row ranges
+        out = out.flatten(2, 3).to(query.dtype)
+        video_out, text_out = out[:, :n_video], out[:, n_video:]
+        if getattr(attn, "to_out", None) is not None:
+            video_out = attn.to_out[1](attn.to_out[0](video_out))
+        if getattr(attn, "to_add_out", None) is not None:
+            text_out = attn.to_add_out(text_out)
+        return video_out, text_out
+
+    def _valid_text_groups(self, attention_mask, n_video, n_text, batch):
+        """[(row slice, valid text tokens)]: valid tokens must be a prefix of the text (padding at the end).
+
+        One host sync per forward: the same mask object reaches every layer, so it is read once.
+        """
+        if attention_mask is None:
+            return [(slice(0, batch), n_text)]
+        cached_mask, groups = self._valid_text_cache
+        if cached_mask is attention_mask:
+            return groups
+        valid = attention_mask.reshape(batch, -1)[:, -(n_video + n_text):].bool()
+        counts = valid.sum(1)
+        prefix = valid.int().cumprod(1).sum(1)
+        counts, prefix = counts.tolist(), prefix.tolist()
+        if any(c != p for c, p in zip(counts, prefix)) or any(c < n_video for c in counts):
+            raise ValueError("VecAttnProcessor expects `attention_mask` to keep all video tokens and a prefix of the text tokens")
+        groups, start = [], 0
+        for i in range(1, batch + 1):
+            if i == batch or counts[i] != counts[start]:
+                groups.append((slice(start, i), counts[start] - n_video))
+                start = i
+        self._valid_text_cache = (attention_mask, groups)
+        return groups
+
+    # -- attention --------------------------------------------------------------------------------
+    def _dense(self, q, k, v):
+        return dispatch_attention_fn(q, k, v, backend=self._attention_backend)
+
+    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer):
+        cfg = self.config
+        collect = cfg.collect_stats and hook is not None
+        timer = Timer(q.device) if collect else None
+        t0 = timer.mark() if collect else None
+        threshold = cfg.threshold_for(layer or 0, q.shape[2])
+        selection = hook.cached(layer) if (phase is Phase.REUSE and hook is not None) else None
+        if selection is not None and (selection.num_keys != n_select or selection.batch != q.shape[0]):
+            selection = None  # a different shape (resolution change mid-run): select again
+        kernel = q.dtype in SUPPORTED_DTYPES and q.shape[-1] in SUPPORTED_HEAD_DIMS and use_triton(q)
+        if not kernel:
+            warn_once(f"vecdit: no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
+                      "running the PyTorch reference (slow, for tests and CPU)")
+        if selection is None:
+            kwargs = dict(mode=cfg.selection_mode, max_density=cfg.max_density, min_columns=cfg.min_columns)
+            if kernel:
+                selection = vector_selection(q, k[:, :n_select], threshold, **kwargs)
+            else:
+                selection = vector_selection_reference(q, k[:, :n_select], threshold, **kwargs)
+            if hook is not None and cfg.reuse_interval > 1:
+                hook.store(layer, selection)
+        t1 = timer.mark() if collect else None
+        if kernel:
+            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
+        else:
+            out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0))[0]
+        if collect:
+            per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
+            hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, per_head, (t0, t1, timer.mark())))
+        return out
+
+
+def _wan_rotary(x, freqs_cos, freqs_sin):
+    # Wan's interleaved-pair rotary embedding, as WanAttnProcessor applies it
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = freqs_cos[..., 0::2], freqs_sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(x)

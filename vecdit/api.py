@@ -1,0 +1,100 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""One verb on, one verb off: `vecdit.enable(pipe, config)` / `vecdit.disable(pipe)`, and `vecdit.stats`."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .config import VecAttnConfig
+from .schedule import VEC_STEP_HOOK, Timer, apply_step_hook, get_step_hook
+from .utils import logger
+
+_SAVED = "_vecdit_saved_processors"
+
+
+def _transformers(pipe_or_model) -> list:
+    """The denoisers of a pipeline (`transformer`, and Wan2.2's `transformer_2`), or the model itself."""
+    if hasattr(pipe_or_model, "attn_processors"):
+        return [pipe_or_model]
+    found = [getattr(pipe_or_model, n, None) for n in ("transformer", "transformer_2")]
+    found = [m for m in found if m is not None]
+    if not found:
+        raise ValueError(f"{type(pipe_or_model).__name__} has no `transformer`; pass a pipeline or a transformer model")
+    return found
+
+
+def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler=None) -> None:
+    """Install `VecAttnProcessor` and the step hook on one transformer (reversible, see `remove_vec_sparse`)."""
+    from vecdit.processors import VecAttnProcessor
+
+    if getattr(transformer, _SAVED, None) is not None:
+        raise ValueError(f"vecdit is already enabled on {type(transformer).__name__}; call vecdit.disable first")
+    if getattr(transformer, "_compiled_call_impl", None) is not None or type(transformer).__name__ == "OptimizedModule":
+        raise ValueError("enable vecdit before torch.compile: the compiled graph would keep the old processors")
+    config = config if config is not None else VecAttnConfig()
+    saved = dict(transformer.attn_processors)
+    processor = VecAttnProcessor(config)
+    first = next(iter(saved.values()))
+    # keep what diffusers set on the processors it replaces (attention backend, context parallelism)
+    processor._attention_backend = getattr(first, "_attention_backend", None)
+    processor._parallel_config = getattr(first, "_parallel_config", None)
+    processor.step_hook = apply_step_hook(transformer, config, scheduler)
+    transformer.set_attn_processor(processor)
+    setattr(transformer, _SAVED, saved)
+    logger.info("vecdit enabled on %s (%d attention modules)", type(transformer).__name__, len(saved))
+
+
+def remove_vec_sparse(transformer) -> bool:
+    saved = getattr(transformer, _SAVED, None)
+    if saved is None:
+        return False
+    registry = getattr(transformer, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(VEC_STEP_HOOK) is not None:
+        registry.remove_hook(VEC_STEP_HOOK, recurse=False)
+    transformer.set_attn_processor(dict(saved))  # set_attn_processor pops from the dict it gets
+    setattr(transformer, _SAVED, None)
+    return True
+
+
+def enable(pipe, config: VecAttnConfig | None = None) -> None:
+    """Switch every transformer of `pipe` to vector-sparse attention.
+
+    >>> vecdit.enable(pipe, vecdit.VecAttnConfig.for_model("wan2.1-t2v-1.3b"))  # doctest: +SKIP
+    """
+    scheduler = getattr(pipe, "scheduler", None)
+    for model in _transformers(pipe):
+        apply_vec_sparse(model, config, scheduler)
+
+
+def disable(pipe) -> None:
+    """Restore the processors that were there before `enable`, exactly (the same objects)."""
+    if not any([remove_vec_sparse(m) for m in _transformers(pipe)]):
+        logger.warning("vecdit.disable: vecdit is not enabled on %s", type(pipe).__name__)
+
+
+def is_enabled(pipe) -> bool:
+    return any(getattr(m, _SAVED, None) is not None for m in _transformers(pipe))
+
+
+def stats(pipe) -> dict:
+    """Density and time per step, layer and head of the current/last generation.
+
+    Needs `VecAttnConfig(collect_stats=True)`; reads the recorded device values (one sync here,
+    none during generation). Returns `{"records": [...], "by_step": {step: mean density}, "history": [...]}`.
+    """
+    records, history = [], []
+    for model in _transformers(pipe):
+        hook = get_step_hook(model)
+        if hook is None:
+            continue
+        history += hook.t.history
+        for r in hook.t.stats:
+            t0, t1, t2 = r.events
+            records.append({
+                "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
+                "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
+                "selection_ms": Timer.elapsed_ms(t0, t1), "attention_ms": Timer.elapsed_ms(t1, t2),
+            })
+    by_step = defaultdict(list)
+    for r in records:
+        by_step[r["step"]].append(r["density"])
+    return {"records": records, "by_step": {s: sum(v) / len(v) for s, v in sorted(by_step.items())}, "history": history}

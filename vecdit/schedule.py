@@ -1,0 +1,214 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Step scheduler: a stateful diffusers hook on the transformer root.
+
+It runs once per transformer forward (attention processors can be skipped by diffusers' caches,
+so counting processor calls would drift), works out the denoising step and the CFG branch from
+the pipeline's `cache_context`, and tells the processors whether this forward is a dense warm-up
+step (DENSE), a step that selects (SELECT) or one that reuses the last selection (REUSE).
+Selections are kept per branch ("cond" / "uncond") and per layer, within a memory budget.
+"""
+from __future__ import annotations
+
+import enum
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, StateManager
+
+from .config import VecAttnConfig
+from .utils import warn_once
+
+VEC_STEP_HOOK = "vecdit_step"
+# sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
+_SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
+
+
+class Phase(enum.Enum):
+    DENSE = "dense"
+    SELECT = "select"
+    REUSE = "reuse"
+
+
+class _ContextSink(BaseState):
+    """Unused state: the StateManager is only how `cache_context` reaches this hook."""
+
+    def reset(self):
+        pass
+
+
+@dataclass
+class LayerStats:
+    """One record per (forward, layer), kept on the device until read."""
+
+    step: int
+    branch: str
+    layer: int
+    phase: str
+    head_density: torch.Tensor | None = None  # [heads]
+    events: tuple | None = None  # (start, selected, end) CUDA events or perf_counter floats
+
+
+@dataclass
+class _Tracker:
+    step: int = -1
+    last_timestep: float | None = None
+    branch: str = "default"
+    phase: Phase = Phase.DENSE
+    num_inference_steps: int | None = None
+    selections: dict = field(default_factory=dict)  # (branch, layer) -> VectorSelection
+    cached_bytes: int = 0
+    history: list = field(default_factory=list)  # (branch, step, phase) per forward
+    stats: list = field(default_factory=list)
+
+
+class VecStepHook(ModelHook):
+    """Stateful root hook: one step/branch decision per transformer forward, reset per generation."""
+
+    _is_stateful = True
+
+    def __init__(self, config: VecAttnConfig, scheduler=None):
+        super().__init__()
+        self.config = config
+        self.scheduler = scheduler  # where the number of inference steps is read, if known
+        self.state_manager = StateManager(_ContextSink)
+        self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
+        self.t = _Tracker()
+
+    def initialize_hook(self, module):
+        index = 0
+        for name, sub in module.named_modules():
+            if _SPARSE_LAYER_PATTERN.match(name):
+                self.layer_of[id(sub)] = index
+                index += 1
+        return module
+
+    def _num_steps(self, ctx) -> int | None:
+        if ctx is not None and ctx.num_inference_steps:
+            return int(ctx.num_inference_steps)
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        return len(timesteps) if timesteps is not None and len(timesteps) else None
+
+    def begin_forward(self, timestep, ctx=None) -> None:
+        t = self.t
+        if ctx is not None and ctx.step_index is not None:
+            t.step = int(ctx.step_index)
+        else:
+            # cond and uncond passes of one step share the timestep; a new value is a new step
+            value = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+            if value != t.last_timestep:
+                t.step += 1
+                t.last_timestep = value
+        t.branch = ctx.name if ctx is not None else "default"
+        t.num_inference_steps = self._num_steps(ctx)
+        cfg = self.config
+        sparse_step = t.step - self._dense_steps(t.num_inference_steps)
+        if sparse_step < 0:
+            t.phase = Phase.DENSE
+        elif sparse_step % cfg.reuse_interval == 0:
+            t.phase = Phase.SELECT
+        else:
+            t.phase = Phase.REUSE
+        t.history.append((t.branch, t.step, t.phase.value))
+
+    def _dense_steps(self, num_steps):
+        cfg = self.config
+        if isinstance(cfg.dense_steps, float) and num_steps is None:
+            # a fraction without a known step count (a bare transformer call): assume 50 steps
+            warn_once("dense_steps is a fraction but the step count is unknown; assuming 50 steps")
+            return cfg.num_dense_steps(50)
+        return cfg.num_dense_steps(num_steps)
+
+    def pre_forward(self, module, *args, **kwargs):
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        self.begin_forward(timestep, self.state_manager._context)
+        return args, kwargs
+
+    def reset_state(self, module):
+        self.t = _Tracker()
+        self.state_manager.reset()
+        return module
+
+    # -- what processors ask -------------------------------------------------------------------
+    def layer(self, attn) -> int | None:
+        return self.layer_of.get(id(attn))
+
+    def cached(self, layer: int):
+        return self.t.selections.get((self.t.branch, layer))
+
+    def store(self, layer: int, selection) -> bool:
+        """Keep a selection for reuse if the budget allows; False means it will be recomputed."""
+        key = (self.t.branch, layer)
+        old = self.t.selections.pop(key, None)
+        if old is not None:
+            self.t.cached_bytes -= old.nbytes()
+        if self.t.cached_bytes + selection.nbytes() > self.config.reuse_budget_gb * 2**30:
+            return False
+        self.t.selections[key] = selection
+        self.t.cached_bytes += selection.nbytes()
+        return True
+
+
+def get_step_hook(transformer) -> VecStepHook | None:
+    registry = getattr(transformer, "_diffusers_hook", None)
+    return registry.get_hook(VEC_STEP_HOOK) if registry is not None else None
+
+
+def apply_step_hook(transformer, config: VecAttnConfig, scheduler=None) -> VecStepHook:
+    hook = VecStepHook(config, scheduler)
+    HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, VEC_STEP_HOOK)
+    return hook
+
+
+@torch.compiler.disable
+def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
+    """For a processor installed with plain `set_attn_processor`: find the transformer that is
+    running (the caller's stack holds its forward) and attach the step hook to it once.
+
+    The forward in flight started before the hook existed, so it is counted here from the
+    forward's own `timestep` argument; the pipeline (if any) gives the step count.
+    """
+    from diffusers import DiffusionPipeline
+    from diffusers.models.modeling_utils import ModelMixin
+
+    frame = sys._getframe(1)
+    transformer, timestep, pipeline = None, None, None
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if transformer is None and isinstance(owner, ModelMixin) and any(m is attn for m in owner.modules()):
+            transformer, timestep = owner, frame.f_locals.get("timestep")
+        elif isinstance(owner, DiffusionPipeline):
+            pipeline = owner
+            break
+        frame = frame.f_back
+    if transformer is None:
+        return None
+    hook = get_step_hook(transformer)
+    if hook is None:
+        hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None))
+        hook.begin_forward(timestep if timestep is not None else 0.0)
+    return hook
+
+
+class Timer:
+    """CUDA events (no sync until read) or perf_counter on CPU."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    @staticmethod
+    def elapsed_ms(a, b) -> float:
+        if isinstance(a, float):
+            return (b - a) * 1e3
+        b.synchronize()
+        return a.elapsed_time(b)
