@@ -1,5 +1,5 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""`python -m vecdit.bench attention [--shapes ...] [--sweep] [--out bench/results]` (GPU only)."""
+"""`python -m vecdit.bench attention|transformer [...] [--out bench/results]` (GPU only)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,24 @@ def _attention_markdown(env: dict, results: list[dict], sweep_rows: list[dict] |
     return "\n".join(lines) + "\n"
 
 
+def _transformer_markdown(env: dict, results: list[dict]) -> str:
+    lines = [f"# vecdit transformer benchmark on {env['card']}", "",
+             f"torch {env['torch']}, triton {env['triton']}, {env['date']}. One forward, full-size config, random "
+             "weights, bf16, batch 1. Per-layer thresholds calibrated to each density on this input (untimed). "
+             "Projection: 50 steps with the default schedule (first 3 steps dense), times CFG passes.", ""]
+    for r in results:
+        lines += [f"## {r['model']}", "", "| processors | forward s | x stock | density | selection s | sparse attn s | attention share | 50-step projection s | rel diff vs stock |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for label, e in r["runs"].items():
+            def f(key, scale=1.0, fmt="{:.2f}"):
+                return fmt.format(e[key] * scale) if key in e else "-"
+            lines.append(f"| {label} | {f('forward_ms', 1e-3)} | {f('speedup_vs_stock')} | {f('density', fmt='{:.3f}')} | "
+                         f"{f('selection_ms', 1e-3)} | {f('sparse_attention_ms', 1e-3)} | {f('attention_share')} | "
+                         f"{f('projected_50_steps_s', fmt='{:.0f}')} | {f('rel_diff_vs_stock', fmt='{:.3f}')} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vecdit.bench")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -49,14 +67,32 @@ def main(argv=None) -> int:
     att.add_argument("--modes", nargs="+", default=["exact"], choices=["exact", "running"])
     att.add_argument("--sweep", action="store_true", help="also time kernel launch settings")
     att.add_argument("--out", default="bench/results")
+    tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
+    from .transformer import MODELS
+
+    tr.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    tr.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
+    tr.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("the benchmark needs a CUDA GPU", file=sys.stderr)
         return 2
-    from .attention import run_shape, sweep
     from .common import environment, write_results
 
     env = environment()
+    if args.what == "transformer":
+        from .transformer import run_model
+
+        results = []
+        for name in args.models:
+            results.append(run_model(name, args.densities))
+            print(_transformer_markdown(env, results[-1:]), flush=True)
+        md = _transformer_markdown(env, results)
+        paths = write_results("transformer-" + "-".join(args.models), {"environment": env, "results": results}, md, args.out)
+        print("wrote", *paths)
+        return 0
+    from .attention import run_shape, sweep
+
     sweep_rows = sweep() if args.sweep else None
     results = []
     for shape in args.shapes:
