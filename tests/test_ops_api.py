@@ -61,7 +61,7 @@ def test_other_parameters_raise(device):
 def test_index_out_of_range_raises_in_debug_mode(device, monkeypatch):
     q, k, v = _qkv(device)
     sel = _sel(device)
-    bad = VectorSelection(sel.column_index.clone(), sel.column_offset, 1, 2, 2, 80)
+    bad = VectorSelection(sel.column_index.clone(), sel.column_offset, sel.column_count, 1, 2, 2, 80)
     bad.column_index[0] = 80
     monkeypatch.setenv("VECDIT_DEBUG", "1")
     with pytest.raises(ValueError, match="column_index"):
@@ -73,7 +73,7 @@ def test_ops_registered_with_torch_library(device):
     sel = _sel(device)
     torch.library.opcheck(
         torch.ops.vecdit.vec_sparse_attn.default,
-        (q, k, v, sel.column_index, sel.column_offset, 0, 0, 0.125),
+        (q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), 0, 0, 0.125),
         test_utils=("test_schema", "test_faketensor"),
     )
     gap = torch.full((2,), 2.0, device=device)

@@ -101,7 +101,7 @@ def run_shape(shape: str, densities=DENSITIES, modes=("exact",)) -> dict:
             tot_ms = do_bench_ms(total)
             peak = torch.cuda.max_memory_allocated() - base
             out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
-            kept = int(sel.column_offset[-1])
+            kept = int(sel.column_count.sum())
             entries = kept * 64 + video * text  # computed (query, key) pairs of the video queries
             dens = float(sel.density())
             rel_dense = float((out.float() - ref[:, :video].float()).norm() / ref[:, :video].float().norm())
@@ -138,12 +138,12 @@ def sweep(shape: str = "hunyuanvideo-720p", density: float = 0.25) -> list[dict]
         except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
             ms = f"failed: {type(e).__name__}"
         rows.append({"kernel": "select", **c, "ms": ms})
-    ref = _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale)[0]
+    ref = _attn_triton(qv, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), video, video + text, scale)[0]
     attn_configs = [dict(BLOCK_N=bn, num_warps=4, num_stages=ns, WARP_SPECIALIZE=ws)
                     for bn in (64, 128) for ns in (2, 3, 4) for ws in (False, True)]
     for c in attn_configs:
         try:
-            fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, video, video + text, scale, c)  # noqa: E731
+            fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), video, video + text, scale, c)  # noqa: E731
             out = fn()[0]
             err = float((out.float() - ref.float()).norm() / ref.float().norm())
             ms = do_bench_ms(fn)

@@ -49,7 +49,8 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
         h = int(torch.randint(heads, (1,), generator=g))
         qb = int(torch.randint(nqb, (1,), generator=g))
         row = h * nqb + qb
-        a, b = int(selection.column_offset[row]), int(selection.column_offset[row + 1])
+        a = int(selection.column_offset[row])
+        b = a + int(selection.column_count.reshape(-1)[row])
         cols = torch.cat([selection.column_index[a:b].long(), torch.arange(start, end, device=q.device)])
         qs = q[:, qb * 64:(qb + 1) * 64, h:h + 1]
         o, _ = attention_reference(qs, k[:, cols, h:h + 1], v[:, cols, h:h + 1])

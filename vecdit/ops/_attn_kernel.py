@@ -43,7 +43,7 @@ def _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride
 @triton.jit
 def vec_sparse_attn_fwd_kernel(
     Q, K, V, O, LSE,
-    COLUMN_INDEX, COLUMN_OFFSET,
+    COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT,
     qk_scale_log2,
     stride_qb, stride_qs, stride_qh, stride_qd,
     stride_kb, stride_ks, stride_kh, stride_kd,
@@ -87,7 +87,7 @@ def vec_sparse_attn_fwd_kernel(
     # selected key rows of this (batch, head, query block): full tiles unmasked, then the tail
     row = bh.to(tl.int64) * num_query_blocks + qb
     sel_start = tl.load(COLUMN_OFFSET + row)
-    sel_end = tl.load(COLUMN_OFFSET + row + 1)
+    sel_end = sel_start + tl.load(COLUMN_COUNT + row)
     full_end = sel_start + (sel_end - sel_start) // BLOCK_N * BLOCK_N
     for start in tl.range(sel_start, full_end, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         cols = tl.load(COLUMN_INDEX + start + offs_n).to(tl.int64)

@@ -5,9 +5,11 @@ One program = one (batch, head) and BLOCK_M query blocks (rows). Scores are the 
 of the pooled queries with K, so the selection runs on tensor cores; fp32 accuracy comes from
 splitting each pooled query into a high and a low half of the input dtype (two dots).
 The same kernel runs three passes (PASS):
-  0 stats: row max and row min of the scores (the `exact` rule needs the true max first);
-  1 count: number of kept keys per row;
-  2 fill:  kept key indices written at COLUMN_OFFSET[row], ascending.
+  0 stats: row max and row min of the scores (the `exact` rule needs the true max first), and the
+           count of the single-pass `running` rule, which keeps a superset of `exact`: it sizes
+           the index buffer, so `exact` needs no separate count pass;
+  1 count: number of kept keys per row for given cutoffs (density cap / floor bisection);
+  2 fill:  kept key indices written from COLUMN_OFFSET[row], ascending, and their count.
 """
 import triton
 import triton.language as tl
@@ -59,8 +61,8 @@ def vec_select_kernel(
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_min = tl.full([BLOCK_M], float("inf"), dtype=tl.float32)
     count = tl.zeros([BLOCK_M], dtype=tl.int32)
+    gap = tl.load(GAP + h)
     if PASS != PASS_STATS:
-        gap = tl.load(GAP + h)
         cutoff = tl.load(CUTOFF + rows, mask=row_ok, other=0.0)
         if RUNNING:
             fixed = tl.load(FIXED + rows, mask=row_ok, other=0) != 0
@@ -78,6 +80,7 @@ def vec_select_kernel(
         if PASS == PASS_STATS:
             row_max = tl.maximum(row_max, tl.max(s_hi, 1))
             row_min = tl.minimum(row_min, tl.min(tl.where(col_ok[None, :], s, float("inf")), 1))
+            count += tl.sum(((s >= (row_max - gap)[:, None]) & col_ok[None, :]).to(tl.int32), 1)
         else:
             cut = cutoff
             if RUNNING:
@@ -95,5 +98,4 @@ def vec_select_kernel(
     if PASS == PASS_STATS:
         tl.store(ROW_MAX + rows, row_max, mask=row_ok)
         tl.store(ROW_MIN + rows, row_min, mask=row_ok)
-    if PASS == PASS_COUNT:
-        tl.store(COUNT + rows, count, mask=row_ok)
+    tl.store(COUNT + rows, count, mask=row_ok)

@@ -49,11 +49,13 @@ def vector_sparse_attention(
         rows = batch * heads * num_query_blocks(seq_q)
         column_index = torch.empty(0, dtype=torch.int32, device=q.device)
         column_offset = torch.zeros(rows + 1, dtype=torch.int64, device=q.device)
+        column_count = torch.zeros(rows, dtype=torch.int32, device=q.device)
     else:
         _check_selection(selection, q, num_keys)
         column_index, column_offset = selection.column_index, selection.column_offset
+        column_count = selection.column_count.reshape(-1)
     scale = dim ** -0.5 if scale is None else float(scale)
-    out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, start, end, scale)
+    out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, column_count, start, end, scale)
     return (out, lse) if return_lse else out
 
 
@@ -66,20 +68,22 @@ def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int)
     if selection.num_keys > num_keys:
         raise ValueError(f"`selection` indexes {selection.num_keys} keys but k has only {num_keys}")
     for name, t, dtype in (("column_index", selection.column_index, torch.int32),
-                           ("column_offset", selection.column_offset, torch.int64)):
+                           ("column_offset", selection.column_offset, torch.int64),
+                           ("column_count", selection.column_count.reshape(-1), torch.int32)):
         if t.dtype != dtype or t.device != q.device or t.dim() != 1:
             raise ValueError(f"`selection.{name}` must be a 1-D {dtype} tensor on {q.device}, got {t.dtype} {tuple(t.shape)} on {t.device}")
     if selection.column_offset.numel() != expected[0] * expected[1] * expected[2] + 1:
         raise ValueError(f"`selection.column_offset` must have {expected[0] * expected[1] * expected[2] + 1} entries, got {selection.column_offset.numel()}")
     if debug_mode():
-        idx, off = selection.column_index, selection.column_offset
+        off, count = selection.column_offset, selection.column_count.reshape(-1).long()
+        if int(off[0]) != 0 or bool((off[:-1] + count > off[1:]).any()) or bool((count < 0).any()) or int(off[-1]) > selection.column_index.numel():
+            raise ValueError("`selection.column_offset`/`column_count` must give non-overlapping rows inside column_index")
+        idx = selection.column_index[selection.kept_positions()[1]]
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_keys):
             raise ValueError(f"`selection.column_index` must lie in [0, Sk={num_keys}), got [{int(idx.min())}, {int(idx.max())}]")
-        if int(off[0]) != 0 or bool((off.diff() < 0).any()) or int(off[-1]) != idx.numel():
-            raise ValueError("`selection.column_offset` must start at 0, be non-decreasing and end at column_index.numel()")
 
 
-def _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, scale, config=None):
+def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, config=None):
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
 
     batch, seq_q, heads, dim = q.shape
@@ -87,7 +91,7 @@ def _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, s
     out = torch.empty(batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
     vec_sparse_attn_fwd_kernel[(nqb, batch * heads)](
-        q, k, v, out, lse, column_index, column_offset,
+        q, k, v, out, lse, column_index, column_offset, column_count,
         scale * 1.4426950408889634,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, seq_q, nqb, dense_start, dense_end,
@@ -99,20 +103,19 @@ def _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, s
 @torch.library.custom_op("vecdit::vec_sparse_attn", mutates_args=())
 def _vec_sparse_attn_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, column_index: torch.Tensor, column_offset: torch.Tensor,
-    dense_start: int, dense_end: int, scale: float,
+    column_count: torch.Tensor, dense_start: int, dense_end: int, scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if use_triton(q):
-        return _attn_triton(q, k, v, column_index, column_offset, dense_start, dense_end, scale)
+        return _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale)
     from .reference import vec_sparse_attention_reference
 
     batch, seq_q, heads, _ = q.shape
-    rows = column_offset.numel() - 1
-    sel = VectorSelection(column_index, column_offset, batch, heads, rows // (batch * heads),
-                          int(column_index.max()) + 1 if column_index.numel() else 0)
+    nqb = column_count.numel() // (batch * heads)
+    sel = VectorSelection(column_index, column_offset, column_count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1])
     return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale)
 
 
 @_vec_sparse_attn_op.register_fake
-def _(q, k, v, column_index, column_offset, dense_start, dense_end, scale):
+def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale):
     batch, seq_q, heads, dim = q.shape
     return q.new_empty((batch, seq_q, heads, dim)), q.new_empty((batch, heads, seq_q), dtype=torch.float32)

@@ -24,38 +24,43 @@ class VectorSelection:
     """Selected key columns per (batch, head, 64-query block), stored ragged.
 
     Attributes:
-        column_index (`torch.Tensor`, int32, `[total]`): key positions, ascending within a row.
-        column_offset (`torch.Tensor`, int64, `[batch * heads * num_query_blocks + 1]`):
-            row r owns `column_index[column_offset[r]:column_offset[r + 1]]`; rows are in
-            (batch, head, query block) order.
+        column_index (`torch.Tensor`, int32, `[capacity]`): key positions, ascending within a row.
+        column_offset (`torch.Tensor`, int64, `[batch * heads * num_query_blocks + 1]`): row r owns
+            `column_index[column_offset[r] : column_offset[r] + column_count[r]]`; rows are in
+            (batch, head, query block) order. Capacity may exceed the kept count (see `vector_selection`).
+        column_count (`torch.Tensor`, int32, `[batch, heads, num_query_blocks]`): kept keys per row.
         batch, heads, num_query_blocks, num_keys (`int`): the geometry it was selected for.
     """
 
     column_index: torch.Tensor
     column_offset: torch.Tensor
+    column_count: torch.Tensor
     batch: int
     heads: int
     num_query_blocks: int
     num_keys: int
 
-    @property
-    def column_count(self) -> torch.Tensor:
-        """int32 `[batch, heads, num_query_blocks]`."""
-        return self.column_offset.diff().to(torch.int32).view(self.batch, self.heads, self.num_query_blocks)
-
     def density(self) -> torch.Tensor:
         """Kept fraction of the scored keys, a 0-d tensor (no host sync)."""
-        return self.column_offset[-1].float() / (self.column_offset.numel() - 1) / max(self.num_keys, 1)
+        return self.column_count.sum().float() / self.column_count.numel() / max(self.num_keys, 1)
 
     def nbytes(self) -> int:
-        return self.column_index.numel() * 4 + self.column_offset.numel() * 8
+        return self.column_index.numel() * 4 + self.column_offset.numel() * 8 + self.column_count.numel() * 4
+
+    def kept_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, position in column_index) of every kept entry, in order."""
+        counts = self.column_count.reshape(-1).long()
+        rows = torch.arange(counts.numel(), device=counts.device)
+        row_of = torch.repeat_interleave(rows, counts)
+        first = torch.cumsum(counts, 0) - counts  # exclusive prefix: entry number of each row's first key
+        pos = self.column_offset[:-1][row_of] + torch.arange(row_of.numel(), device=counts.device) - first[row_of]
+        return row_of, pos
 
     def to_mask(self) -> torch.Tensor:
         """Dense bool `[batch, heads, num_query_blocks, num_keys]` (tests and references only)."""
-        rows = self.column_offset.numel() - 1
-        row_of = torch.repeat_interleave(torch.arange(rows, device=self.column_index.device), self.column_offset.diff())
-        mask = torch.zeros(rows, self.num_keys, dtype=torch.bool, device=self.column_index.device)
-        mask[row_of, self.column_index.long()] = True
+        row_of, pos = self.kept_positions()
+        mask = torch.zeros(self.column_count.numel(), self.num_keys, dtype=torch.bool, device=self.column_index.device)
+        mask[row_of, self.column_index[pos].long()] = True
         return mask.view(self.batch, self.heads, self.num_query_blocks, self.num_keys)
 
     @classmethod
@@ -65,10 +70,11 @@ class VectorSelection:
             raise ValueError(f"`mask` must be bool [batch, heads, num_query_blocks, num_keys], got {mask.dtype} {tuple(mask.shape)}")
         batch, heads, nqb, num_keys = mask.shape
         flat = mask.reshape(-1, num_keys)
+        count = flat.sum(1)
         offset = torch.zeros(flat.shape[0] + 1, dtype=torch.int64, device=mask.device)
-        offset[1:] = flat.sum(1).cumsum(0)
+        offset[1:] = count.cumsum(0)
         index = flat.nonzero()[:, 1].to(torch.int32)  # row-major: ascending within each row
-        return cls(index, offset, batch, heads, nqb, num_keys)
+        return cls(index, offset, count.to(torch.int32).view(batch, heads, nqb), batch, heads, nqb, num_keys)
 
 
 def pool_queries(q: torch.Tensor, scale: float) -> torch.Tensor:
@@ -131,8 +137,10 @@ def vector_selection(
         scale (`float`, *optional*): score scale, defaults to 1/sqrt(D).
 
     Returns:
-        `VectorSelection`, ragged: memory is proportional to the kept keys (count, then fill). No
-        score matrix is stored, so peak memory is O(kept + blocks) at any sequence length.
+        `VectorSelection`, ragged, count then fill: no score matrix is stored, so peak memory is
+        O(kept + blocks) at any sequence length. In `exact` mode the index buffer is sized by the
+        `running` rule's count (a superset, counted in the same pass as the max), which saves a
+        third pass over K; with `max_density`/`min_columns`, or in `running` mode, it is exact.
     """
     check_qkv(q, k)
     if mode not in SELECTION_MODES:
@@ -142,8 +150,9 @@ def vector_selection(
     gap = check_threshold(threshold, heads, q.device)
     max_columns, min_columns = _check_budget(max_density, min_columns, num_keys)
     scale = dim ** -0.5 if scale is None else float(scale)
-    index, offset = torch.ops.vecdit.vec_select(q, k, gap, mode == "running", max_columns, min_columns, scale)
-    return VectorSelection(index, offset, batch, heads, num_query_blocks(seq_q), num_keys)
+    index, offset, count = torch.ops.vecdit.vec_select(q, k, gap, mode == "running", max_columns, min_columns, scale)
+    nqb = num_query_blocks(seq_q)
+    return VectorSelection(index, offset, count.view(batch, heads, nqb), batch, heads, nqb, num_keys)
 
 
 def _bisect_cutoff(count_fn, cutoff, count, row_max, row_min, max_columns, min_columns):
@@ -200,39 +209,37 @@ def _select_triton(q, k, gap, running, max_columns, min_columns, scale, config=N
             PASS=pass_, RUNNING=running_, USE_ACTIVE=active is not None, **cfg,
         )
 
-    need_stats = not running or max_columns or min_columns
-    if need_stats:
-        launch(PASS_STATS, row_max, None)
-    cutoff = row_max - gap.view(1, heads, 1).expand(batch, heads, nqb).reshape(-1) if need_stats else torch.zeros(rows, **f32)
-    launch(PASS_COUNT, cutoff, None)
+    # pass 1: row max/min and the running-rule count (exact count in `running` mode, capacity in `exact`)
+    launch(PASS_STATS, row_max, None)
+    cutoff = row_max - gap.view(1, heads, 1).expand(batch, heads, nqb).reshape(-1)
     if max_columns or min_columns:
+        launch(PASS_COUNT, cutoff, None)
 
         def count_fn(mid, active):
             launch(PASS_COUNT, mid, active, running_=False)
             return count.clone()
 
-        first = count.clone()
-        cutoff, moved = _bisect_cutoff(count_fn, cutoff, first, row_max, row_min, max_columns, min_columns)
+        cutoff, moved = _bisect_cutoff(count_fn, cutoff, count.clone(), row_max, row_min, max_columns, min_columns)
         fixed.copy_(moved.to(torch.int8))
         launch(PASS_COUNT, cutoff, None)
     torch.cumsum(count, 0, out=offset[1:])
     total = int(offset[-1])  # the one host sync: the index buffer is sized by what was kept
     column_index = torch.empty(total, dtype=torch.int32, device=q.device)
-    launch(PASS_FILL, cutoff, None, column_index)
-    return column_index, offset
+    launch(PASS_FILL, cutoff, None, column_index)  # also writes the kept count per row
+    return column_index, offset, count
 
 
 @torch.library.custom_op("vecdit::vec_select", mutates_args=())
 def _vec_select_op(
     q: torch.Tensor, k: torch.Tensor, gap: torch.Tensor, running: bool, max_columns: int, min_columns: int, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if use_triton(q):
         return _select_triton(q, k, gap, running, max_columns, min_columns, scale)
     from .reference import vector_selection_reference
 
     sel = vector_selection_reference(q, k, gap=gap, running=running, max_columns=max_columns,
                                      min_columns=min_columns, scale=scale)
-    return sel.column_index, sel.column_offset
+    return sel.column_index, sel.column_offset, sel.column_count.reshape(-1)
 
 
 @_vec_select_op.register_fake
@@ -240,4 +247,5 @@ def _(q, k, gap, running, max_columns, min_columns, scale):
     ctx = torch.library.get_ctx()
     total = ctx.new_dynamic_size()
     rows = q.shape[0] * q.shape[2] * num_query_blocks(q.shape[1])
-    return q.new_empty((total,), dtype=torch.int32), q.new_empty((rows + 1,), dtype=torch.int64)
+    return (q.new_empty((total,), dtype=torch.int32), q.new_empty((rows + 1,), dtype=torch.int64),
+            q.new_empty((rows,), dtype=torch.int32))
