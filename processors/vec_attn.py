@@ -82,7 +82,7 @@ class VecAttnProcessor:
         if layer is None or layer in self.config.dense_layers:
             return Phase.DENSE, hook, layer
         if self._parallel_config is not None:
-            warn_once("vecdit: context parallelism is not supported yet; attention runs dense")
+            warn_once("context parallelism is not supported yet; attention runs dense")
             return Phase.DENSE, hook, layer
         return hook.t.phase, hook, layer
 
@@ -192,7 +192,7 @@ class VecAttnProcessor:
             selection = None  # a different shape (resolution change mid-run): select again
         kernel = q.dtype in SUPPORTED_DTYPES and q.shape[-1] in SUPPORTED_HEAD_DIMS and use_triton(q)
         if not kernel:
-            warn_once(f"vecdit: no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
+            warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
                       "running the PyTorch reference (slow, for tests and CPU)")
         if selection is None:
             kwargs = dict(mode=cfg.selection_mode, max_density=cfg.max_density, min_columns=cfg.min_columns)

@@ -76,7 +76,7 @@ def is_enabled(pipe) -> bool:
 
 
 def stats(pipe) -> dict:
-    """Density and time per step, layer and head of the current/last generation.
+    """Density and time per step, layer and head of the running generation, or of the last one.
 
     Needs `VecAttnConfig(collect_stats=True)`; reads the recorded device values (one sync here,
     none during generation). Returns `{"records": [...], "by_step": {step: mean density}, "history": [...]}`.
@@ -86,8 +86,9 @@ def stats(pipe) -> dict:
         hook = get_step_hook(model)
         if hook is None:
             continue
-        history += hook.t.history
-        for r in hook.t.stats:
+        tracker = hook.t if hook.t.history else hook.last
+        history += tracker.history
+        for r in tracker.stats:
             t0, t1, t2 = r.events
             records.append({
                 "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,

@@ -77,6 +77,7 @@ class VecStepHook(ModelHook):
         self.state_manager = StateManager(_ContextSink)
         self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
         self.t = _Tracker()
+        self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
 
     def initialize_hook(self, module):
         index = 0
@@ -128,6 +129,9 @@ class VecStepHook(ModelHook):
         return args, kwargs
 
     def reset_state(self, module):
+        if self.t.history:
+            self.t.selections, self.t.cached_bytes = {}, 0
+            self.last = self.t
         self.t = _Tracker()
         self.state_manager.reset()
         return module

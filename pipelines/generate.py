@@ -1,0 +1,166 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Text-to-video generation with vecdit: load once (`Generator`), render many (`Generator.render`)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+import vecdit
+from vecdit.config import PRESETS as CONFIG_PRESETS
+from vecdit.config import VecAttnConfig
+
+from .models import GenerateError, check_output, check_sizes, load_pipeline, resolve_model
+
+
+@dataclass
+class GenerateSettings:
+    model: str = "tiny"
+    attention: str = "vec"  # "vec" or "dense"
+    height: int | None = None
+    width: int | None = None
+    frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative_prompt: str = ""
+    threshold: float | None = None
+    density: float | None = None  # max_density cap
+    dense_steps: float | None = None
+    reuse_interval: int | None = None
+    random_weights: bool = False
+    fps: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
+    base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
+    overrides = dict(collect_stats=True)
+    if s.threshold is not None:
+        overrides["threshold"] = s.threshold
+    if s.density is not None:
+        overrides["max_density"] = s.density
+    if s.dense_steps is not None:
+        overrides["dense_steps"] = int(s.dense_steps) if float(s.dense_steps) >= 1 else float(s.dense_steps)
+    if s.reuse_interval is not None:
+        overrides["reuse_interval"] = s.reuse_interval
+    import dataclasses
+
+    return dataclasses.replace(base, **overrides)
+
+
+class Generator:
+    """Validates settings (before any weights load), loads the pipeline, applies vecdit."""
+
+    def __init__(self, settings: GenerateSettings, device: str | None = None):
+        if settings.attention not in ("vec", "dense"):
+            raise GenerateError(f"--attention must be 'vec' or 'dense', got {settings.attention!r}")
+        self.name, preset = resolve_model(settings.model)
+        s = settings
+        s.height, s.width = s.height or preset.height, s.width or preset.width
+        s.frames, s.steps = s.frames or preset.frames, s.steps or preset.steps
+        s.guidance = preset.guidance if s.guidance is None else s.guidance
+        s.fps = s.fps or preset.fps
+        check_sizes(s.height, s.width, s.frames)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if preset.full_size and self.device != "cuda":
+            raise GenerateError(f"{self.name} is a full-size model and needs a CUDA GPU; on this machine use --model tiny")
+        self.settings, self.preset = s, preset
+        self.config = attention_config(self.name, s) if s.attention == "vec" else None
+        t0 = time.perf_counter()
+        self.pipe = load_pipeline(self.name, preset, self.device, s.random_weights)
+        self.load_seconds = time.perf_counter() - t0
+        if self.config is not None:
+            vecdit.enable(self.pipe, self.config)
+
+    def render(self, prompt: str, seed: int, output: str, progress: bool = True) -> dict:
+        """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar."""
+        check_output(output)
+        s, pipe = self.settings, self.pipe
+        pipe.set_progress_bar_config(disable=not progress)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        phases = {}
+        if self.preset.family == "wan":
+            frames = self._render_wan(prompt, generator, phases)
+        else:  # HunyuanVideo: the pipeline's own call; phases are not split
+            t0 = time.perf_counter()
+            frames = pipe(prompt, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                          guidance_scale=s.guidance, generator=generator, output_type="np").frames[0]
+            phases["total"] = time.perf_counter() - t0
+        write_video(frames, output, s.fps)
+        st = vecdit.stats(pipe) if self.config is not None else None
+        sparse = [r["density"] for r in st["records"]] if st else []
+        sidecar = {
+            "prompt": prompt, "seed": seed, "output": output, "model": self.name,
+            "settings": {k: v for k, v in asdict(s).items() if k != "extra"},
+            "vecdit_config": self.config.to_dict() if self.config is not None else None,
+            "seconds": {"load": self.load_seconds, **phases},
+            "density": (sum(sparse) / len(sparse)) if sparse else None,
+            "density_by_step": st["by_step"] if st else None,
+            "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+            "device": torch.cuda.get_device_name() if self.device == "cuda" else "cpu",
+            "versions": {"vecdit": vecdit.__version__, "torch": torch.__version__},
+            "random_weights": self.name == "tiny" or s.random_weights,
+        }
+        atomic_write_json(os.path.splitext(output)[0] + ".json", sidecar)
+        return sidecar
+
+    def _render_wan(self, prompt, generator, phases):
+        s, pipe = self.settings, self.pipe
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            embeds, negative = pipe.encode_prompt(prompt, s.negative_prompt, do_classifier_free_guidance=s.guidance > 1.0,
+                                                  max_sequence_length=512, device=self.device)
+        sync()
+        t1 = time.perf_counter()
+        latents = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, height=s.height, width=s.width,
+                       num_frames=s.frames, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                       generator=generator, output_type="latent").frames
+        sync()
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            vae = pipe.vae
+            latents = latents.to(vae.dtype)
+            shape = (1, vae.config.z_dim, 1, 1, 1)
+            mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+            video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+            frames = pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        sync()
+        phases.update(text_encoding=t1 - t0, denoising=t2 - t1, decoding=time.perf_counter() - t2)
+        return frames
+
+
+def write_video(frames: np.ndarray, path: str, fps: int) -> None:
+    """[F, H, W, 3] floats in [0, 1] to .mp4 (h264 via imageio-ffmpeg) or .npz, via a temporary name."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial{ext}"
+    if ext == ".npz":
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, frames=(np.clip(frames, 0, 1) * 255).round().astype(np.uint8), fps=fps)
+    else:
+        from diffusers.utils import export_to_video
+
+        export_to_video(list(frames), tmp, fps=fps)
+    os.replace(tmp, path)  # a killed run leaves at most a .partial file, never a truncated video
+
+
+def atomic_write_json(path: str, payload: dict) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_video(path: str) -> np.ndarray:
+    """uint8 [F, H, W, 3] from .mp4 or .npz."""
+    if path.endswith(".npz"):
+        return np.load(path)["frames"]
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return np.stack([np.asarray(f) for f in reader])

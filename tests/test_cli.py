@@ -1,0 +1,112 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""`vecdit generate | sample | compare` on the offline tiny model."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vecdit.pipelines.cli import main
+from vecdit.pipelines.generate import read_video, write_video
+from vecdit.samples import compare_dirs, load_vbench, psnr, sample_name, ssim
+
+
+def test_readme_main_command_writes_a_playable_mp4(tmp_path):
+    out = tmp_path / "fox.mp4"
+    # the README's first command, as a user runs it
+    cmd = [sys.executable, "-m", "vecdit.pipelines.cli", "generate", "--model", "tiny",
+           "--prompt", "a red fox running through snow", "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "noise" in done.stderr
+    frames = read_video(str(out))
+    assert frames.shape == (9, 128, 128, 3)
+    side = json.loads((tmp_path / "fox.json").read_text())
+    assert set(side["seconds"]) >= {"text_encoding", "denoising", "decoding"}
+    assert 0 < side["density"] <= 1 and side["settings"]["steps"] == 4 and side["vecdit_config"]["threshold"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "wan9"], "choose one of tiny, wan2.1-t2v-1.3b"),
+        (["--frames", "10"], "nearest valid: 9 or 13"),
+        (["--height", "70"], "nearest valid: 64 or 80"),
+        (["--attention", "vec", "--threshold", "1.5"], "threshold"),
+        (["--model", "nobody/no-such-model"], "huggingface-cli download nobody/no-such-model"),
+        (["--output", "/proc/no/such/dir/x.mp4"], "cannot write --output"),
+        (["--output", "x.avi"], ".mp4"),
+    ],
+    ids=["unknown-model", "frames", "height", "threshold", "hub-offline", "unwritable", "extension"],
+)
+def test_generate_errors_name_the_fix(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code = main(["generate", "--prompt", "a fox", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_full_size_model_without_cuda_errors(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["generate", "--model", "wan2.1-t2v-14b", "--prompt", "a fox"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_vbench_suite_and_naming():
+    suite = load_vbench()
+    assert len(suite) == 946
+    assert len(load_vbench(["color"])) == 85
+    with pytest.raises(ValueError, match="subject_consistency"):
+        load_vbench(["colour"])
+    assert sample_name("a cat / dog", 3) == "a cat   dog-3.mp4"
+
+
+def test_sample_naming_seeds_resume_after_kill(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue car\n")
+    out = tmp_path / "samples"
+    argv = ["sample", "--model", "tiny", "--prompts", str(prompts), "--samples-per-prompt", "2", "--out", str(out),
+            "--steps", "2", "--frames", "5", "--seed", "10"]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.glob("*.mp4"))
+    assert names == ["a blue car-0.mp4", "a blue car-1.mp4", "a red fox-0.mp4", "a red fox-1.mp4"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {v["seed"] for k, v in manifest["videos"].items() if k.endswith("-1.mp4")} == {11}
+    assert all(v["seconds"] > 0 for v in manifest["videos"].values())
+    # simulated kill: one video never finished (only its .partial file exists), the others stay
+    kept = (out / "a red fox-0.mp4").stat().st_mtime_ns
+    (out / "a blue car-1.mp4").rename(out / "a blue car-1.partial.mp4")
+    assert main(argv) == 0
+    assert (out / "a red fox-0.mp4").stat().st_mtime_ns == kept  # finished files are skipped
+    assert (out / "a blue car-1.mp4").exists()
+    assert read_video(str(out / "a blue car-1.mp4")).shape[0] == 5
+
+
+def test_compare_identical_and_constructed_pair(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    rng = np.random.default_rng(0)
+    video = rng.random((3, 32, 32, 3))
+    write_video(video, str(a / "v.npz"), 8)
+    write_video(video, str(b / "v.npz"), 8)
+    write_video(np.full((2, 24, 24, 3), 0.5), str(a / "flat.npz"), 8)
+    write_video(np.full((2, 24, 24, 3), 0.6), str(b / "flat.npz"), 8)
+    report = compare_dirs(str(a), str(b))
+    rows = {r["name"]: r for r in report["videos"]}
+    assert math.isinf(rows["v"]["psnr"]) and rows["v"]["ssim"] == pytest.approx(1.0)
+    x, y = 128 / 255, 153 / 255  # 0.5 and 0.6 as stored in uint8
+    assert rows["flat"]["psnr"] == pytest.approx(-20 * math.log10(y - x))
+    c1 = 0.01**2
+    assert rows["flat"]["ssim"] == pytest.approx((2 * x * y + c1) / (x * x + y * y + c1))
+    assert "LPIPS" not in report["mean"] or report["mean"]["lpips"] is not None
+    assert psnr(read_video(str(a / "v.npz")), read_video(str(b / "v.npz"))) == math.inf
+    assert ssim(read_video(str(a / "v.npz")), read_video(str(a / "v.npz"))) == pytest.approx(1.0)
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report.md").read_text().count("|") > 10
