@@ -203,7 +203,11 @@ class VecAttnProcessor:
             if hook is not None and cfg.reuse_interval > 1:
                 hook.store(layer, selection)
         t1 = timer.mark() if collect else None
-        if kernel:
+        # the index buffer's size is known on the host (count, then fill): no extra sync to decide
+        capacity = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
+        if kernel and capacity > cfg.dense_fallback_density:
+            out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
+        elif kernel:
             out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
         else:
             out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0))[0]

@@ -98,8 +98,11 @@ def test_bf16_tiny_models_run_the_triton_kernel(monkeypatch):
         inputs = {k: (v.to(device, torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else
                       v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
         stock = run(model, inputs).float()
-        model.set_attn_processor(VecAttnProcessor(KEEP_ALL))
+        model.set_attn_processor(VecAttnProcessor(VecAttnConfig(threshold=1e-30, dense_steps=0, dense_fallback_density=1.0)))
         assert rel(run(model, inputs).float(), stock) < 2e-2
+        n = len(calls)
+        model.set_attn_processor(VecAttnProcessor(KEEP_ALL))  # default fallback: everything kept -> dense
+        assert rel(run(model, inputs).float(), stock) < 2e-2 and len(calls) == n
     assert len(calls) == 2 + 2  # Wan: 2 self-attention layers; HunyuanVideo: 1 dual + 1 single
 
 

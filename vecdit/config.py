@@ -34,6 +34,9 @@ class VecAttnConfig:
         selection_mode (`str`, defaults to `"exact"`): `"exact"` or the original `"running"` max.
         text_handling (`str`, defaults to `"always"`): HunyuanVideo text keys for video queries:
             `"always"` attends every valid text key; `"select"` scores them with the video keys.
+        dense_fallback_density (`float`, defaults to 0.5): a layer whose selection keeps more than
+            this fraction of the keys runs dense attention instead (faster there on an H100: see
+            bench/results); 1.0 never falls back.
         reuse_budget_gb (`float`, defaults to 8.0): GPU memory for selections kept for reuse, per
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
@@ -51,6 +54,7 @@ class VecAttnConfig:
     reuse_interval: int = 1
     selection_mode: str = "exact"
     text_handling: str = "always"
+    dense_fallback_density: float = 0.5
     reuse_budget_gb: float = 8.0
     collect_stats: bool = False
     version: int = field(default=CONFIG_VERSION)
@@ -74,6 +78,8 @@ class VecAttnConfig:
             raise ValueError(f"`selection_mode` must be one of {SELECTION_MODES}, got {self.selection_mode!r}")
         if self.text_handling not in TEXT_HANDLING:
             raise ValueError(f"`text_handling` must be one of {TEXT_HANDLING}, got {self.text_handling!r}")
+        if not 0 < self.dense_fallback_density <= 1:
+            raise ValueError(f"`dense_fallback_density` must lie in (0, 1], got {self.dense_fallback_density}")
         if self.reuse_budget_gb < 0:
             raise ValueError(f"`reuse_budget_gb` must be >= 0, got {self.reuse_budget_gb}")
         self.dense_layers = tuple(int(i) for i in self.dense_layers)
