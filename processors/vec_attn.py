@@ -109,24 +109,13 @@ class VecAttnProcessor:
         n_video, n_text = hidden_states.shape[1], encoder_hidden_states.shape[1]
         dual = attn.add_q_proj is not None
         x = hidden_states if dual else torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        query = attn.to_q(x).unflatten(2, (attn.heads, -1))
-        key = attn.to_k(x).unflatten(2, (attn.heads, -1))
-        value = attn.to_v(x).unflatten(2, (attn.heads, -1))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value = _heads_qkv(attn, x, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k)
         if image_rotary_emb is not None:  # RoPE on the video rows only
             query = torch.cat([apply_rotary_emb(query[:, :n_video], image_rotary_emb, sequence_dim=1), query[:, n_video:]], 1)
             key = torch.cat([apply_rotary_emb(key[:, :n_video], image_rotary_emb, sequence_dim=1), key[:, n_video:]], 1)
         if dual:
-            eq = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            ek = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            ev = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            if attn.norm_added_q is not None:
-                eq = attn.norm_added_q(eq)
-            if attn.norm_added_k is not None:
-                ek = attn.norm_added_k(ek)
+            eq, ek, ev = _heads_qkv(attn, encoder_hidden_states, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj,
+                                    attn.norm_added_q, attn.norm_added_k)
             query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
 
         phase, hook, layer = self._phase(attn)
@@ -215,6 +204,12 @@ class VecAttnProcessor:
             per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
             hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, per_head, (t0, t1, timer.mark())))
         return out
+
+
+def _heads_qkv(attn, x, to_q, to_k, to_v, norm_q, norm_k):
+    """Projections split into heads [B, S, H, D], with HunyuanVideo's per-head qk-norm."""
+    q, k, v = (proj(x).unflatten(2, (attn.heads, -1)) for proj in (to_q, to_k, to_v))
+    return (norm_q(q) if norm_q is not None else q), (norm_k(k) if norm_k is not None else k), v
 
 
 def _wan_rotary(x, freqs_cos, freqs_sin):
