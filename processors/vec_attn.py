@@ -81,14 +81,17 @@ class VecAttnProcessor:
         layer = hook.layer(attn)
         if layer is None or layer in self.config.dense_layers:
             return Phase.DENSE, hook, layer
-        if self._parallel_config is not None:
-            warn_once("context parallelism is not supported yet; attention runs dense")
-            return Phase.DENSE, hook, layer
         return hook.t.phase, hook, layer
+
+    def _parallel(self):
+        """diffusers' parallel config: set on this processor, or on the model after we were installed."""
+        if self._parallel_config is not None:
+            return self._parallel_config
+        return getattr(self.step_hook, "parallel_config", None)
 
     def _stock(self, processor):
         processor._attention_backend = self._attention_backend
-        processor._parallel_config = self._parallel_config
+        processor._parallel_config = self._parallel()
         return processor
 
     # -- Wan --------------------------------------------------------------------------------------
@@ -100,9 +103,36 @@ class VecAttnProcessor:
         if rotary_emb is not None:
             query = _wan_rotary(query, *rotary_emb)
             key = _wan_rotary(key, *rotary_emb)
-        out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
+        parallel = self._parallel()
+        if parallel is None:
+            out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
+        else:
+            out = self._sparse_ulysses(query, key, value, parallel, phase, hook, layer)
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
+
+    def _sparse_ulysses(self, query, key, value, parallel, phase, hook, layer):
+        """Inside diffusers' Ulysses all-to-all: each rank sees the whole sequence for H/N heads,
+        so selection and kernel run unchanged on the local heads."""
+        from diffusers.models.attention_dispatch import _templated_context_parallel_attention
+
+        cp = parallel.context_parallel_config
+        if cp is None:
+            raise ValueError("VecAttnProcessor supports context parallelism only (ContextParallelConfig), not tensor parallelism")
+        if cp.ring_degree > 1:
+            raise ValueError(
+                "VecAttnProcessor does not support ring attention (ring_degree > 1): its selection needs every key of "
+                "a head at once. Use ContextParallelConfig(ulysses_degree=N) instead"
+            )
+        heads_local = query.shape[2] // cp.ulysses_degree
+        first_head = cp._ulysses_local_rank * heads_local
+
+        def forward_op(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                       return_lse=False, _save_ctx=True, _parallel_config=None):
+            return self._sparse(q, k, v, k.shape[1], None, phase, hook, layer, heads=(first_head, query.shape[2]))
+
+        return _templated_context_parallel_attention(query, key, value, None, 0.0, False, None, False, False,
+                                                     forward_op=forward_op, backward_op=None, _parallel_config=parallel)
 
     # -- HunyuanVideo -----------------------------------------------------------------------------
     def _hunyuan_joint(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb):
@@ -170,12 +200,16 @@ class VecAttnProcessor:
     def _dense(self, q, k, v):
         return dispatch_attention_fn(q, k, v, backend=self._attention_backend)
 
-    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer):
+    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
+        """`heads` = (first head, heads of the model) when q holds a slice of the heads (Ulysses)."""
         cfg = self.config
         collect = cfg.collect_stats and hook is not None
         timer = Timer(q.device) if collect else None
         t0 = timer.mark() if collect else None
-        threshold = cfg.threshold_for(layer or 0, q.shape[2])
+        first, total = heads if heads is not None else (0, q.shape[2])
+        threshold = cfg.threshold_for(layer or 0, total)
+        if isinstance(threshold, torch.Tensor):
+            threshold = threshold[first:first + q.shape[2]]
         selection = hook.cached(layer) if (phase is Phase.REUSE and hook is not None) else None
         if selection is not None and (selection.num_keys != n_select or selection.batch != q.shape[0]):
             selection = None  # a different shape (resolution change mid-run): select again

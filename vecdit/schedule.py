@@ -75,6 +75,7 @@ class VecStepHook(ModelHook):
         self.config = config
         self.scheduler = scheduler  # where the number of inference steps is read, if known
         self.state_manager = StateManager(_ContextSink)
+        self.parallel_config = None  # the model's diffusers context-parallel config, read every forward
         self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
         self.t = _Tracker()
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
@@ -124,6 +125,7 @@ class VecStepHook(ModelHook):
         return cfg.num_dense_steps(num_steps)
 
     def pre_forward(self, module, *args, **kwargs):
+        self.parallel_config = getattr(module, "_parallel_config", None)
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         self.begin_forward(timestep, self.state_manager._context)
         return args, kwargs
@@ -193,6 +195,7 @@ def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
     hook = get_step_hook(transformer)
     if hook is None:
         hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None))
+        hook.parallel_config = getattr(transformer, "_parallel_config", None)
         hook.begin_forward(timestep if timestep is not None else 0.0)
     return hook
 

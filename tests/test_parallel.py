@@ -1,0 +1,83 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""diffusers context parallelism (Ulysses) with VecAttnProcessor: 2 CPU processes over gloo."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vecdit import VecAttnConfig
+
+CONFIG = dict(threshold=0.5, dense_steps=0)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wan_inputs():
+    g = torch.Generator().manual_seed(1)
+    return dict(hidden_states=torch.randn(1, 4, 3, 16, 16, generator=g), timestep=torch.tensor([700.0]),
+                encoder_hidden_states=torch.randn(1, 12, 16, generator=g), return_dict=False)
+
+
+def _worker(rank, world, port, order, out_dir):
+    from diffusers import ContextParallelConfig
+
+    from vecdit.pipelines.tiny import tiny_wan_transformer
+    from vecdit.processors import VecAttnProcessor
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # diffusers picks the device as rank % accelerator count, which is 0 on a CPU-only machine
+    torch.accelerator.device_count = lambda: 1
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = tiny_wan_transformer()
+        cp = ContextParallelConfig(ring_degree=2) if order == "ring" else ContextParallelConfig(ulysses_degree=2)
+        if order == "before":
+            model.set_attn_processor(VecAttnProcessor(VecAttnConfig(**CONFIG)))
+            model.enable_parallelism(config=cp)
+        else:
+            model.enable_parallelism(config=cp)
+            model.set_attn_processor(VecAttnProcessor(VecAttnConfig(**CONFIG)))
+        try:
+            with torch.no_grad():
+                result = model(**_wan_inputs())[0]
+        except ValueError as e:
+            result = str(e)
+        if rank == 0:
+            torch.save(result, os.path.join(out_dir, f"{order}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(order, tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), order, str(tmp_path)), nprocs=2, join=True)
+    return torch.load(os.path.join(tmp_path, f"{order}.pt"))
+
+
+@pytest.fixture(scope="module")
+def single_process_output():
+    from vecdit.pipelines.tiny import tiny_wan_transformer
+    from vecdit.processors import VecAttnProcessor
+
+    model = tiny_wan_transformer()
+    model.set_attn_processor(VecAttnProcessor(VecAttnConfig(**CONFIG)))
+    with torch.no_grad():
+        return model(**_wan_inputs())[0]
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_ulysses_matches_single_process_in_either_install_order(order, tmp_path, single_process_output):
+    out = _run(order, tmp_path)
+    assert isinstance(out, torch.Tensor), out
+    assert torch.allclose(out, single_process_output, atol=1e-4, rtol=1e-4)
+
+
+def test_ring_raises_a_clear_error(tmp_path):
+    message = _run("ring", tmp_path)
+    assert isinstance(message, str) and "ulysses_degree" in message
