@@ -29,6 +29,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense-steps", type=float, help="warm-up steps run dense: a count, or a fraction < 1")
     p.add_argument("--reuse-interval", type=int)
     p.add_argument("--random-weights", action="store_true", help="full-size config with random weights (benchmarks)")
+    p.add_argument("--ulysses", type=int, default=1, help="context parallelism over N GPUs; launch with torchrun")
 
 
 def _settings(args):
@@ -38,7 +39,7 @@ def _settings(args):
         model=args.model, attention=args.attention, height=args.height, width=args.width, frames=args.frames,
         steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt, threshold=args.threshold,
         density=args.density, dense_steps=args.dense_steps, reuse_interval=args.reuse_interval,
-        random_weights=args.random_weights)
+        random_weights=args.random_weights, ulysses=args.ulysses)
 
 
 def cmd_generate(args) -> int:
@@ -48,6 +49,8 @@ def cmd_generate(args) -> int:
     if gen.name == "tiny":
         print(NOISE_NOTE, file=sys.stderr)
     sidecar = gen.render(args.prompt, args.seed, args.output)
+    if not sidecar:  # not rank 0 of a --ulysses run
+        return 0
     print(json.dumps({"output": args.output, "seconds": sidecar["seconds"], "density": sidecar["density"]}))
     return 0
 

@@ -32,6 +32,7 @@ class GenerateSettings:
     dense_steps: float | None = None
     reuse_interval: int | None = None
     random_weights: bool = False
+    ulysses: int = 1  # diffusers context parallelism over this many processes (launched by torchrun)
     fps: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -66,6 +67,9 @@ class Generator:
         s.fps = s.fps or preset.fps
         check_sizes(s.height, s.width, s.frames)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.rank = _init_ulysses(s.ulysses, preset.family, self.device) if s.ulysses > 1 else 0
+        if s.ulysses > 1 and self.device == "cuda":
+            self.device = f"cuda:{torch.cuda.current_device()}"
         if preset.full_size and self.device != "cuda":
             raise GenerateError(f"{self.name} is a full-size model and needs a CUDA GPU; on this machine use --model tiny")
         self.settings, self.preset = s, preset
@@ -75,6 +79,10 @@ class Generator:
         self.load_seconds = time.perf_counter() - t0
         if self.config is not None:
             vecdit.enable(self.pipe, self.config)
+        if s.ulysses > 1:  # after vecdit.enable: the processors read the model's parallel config
+            from diffusers import ContextParallelConfig
+
+            self.pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=s.ulysses))
 
     def render(self, prompt: str, seed: int, output: str, progress: bool = True) -> dict:
         """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar."""
@@ -90,6 +98,8 @@ class Generator:
             frames = pipe(prompt, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
                           guidance_scale=s.guidance, generator=generator, output_type="np").frames[0]
             phases["total"] = time.perf_counter() - t0
+        if self.rank != 0:  # every rank computes the same video; rank 0 writes it
+            return {}
         write_video(frames, output, s.fps)
         st = vecdit.stats(pipe) if self.config is not None else None
         sparse = [r["density"] for r in st["records"]] if st else []
@@ -101,7 +111,7 @@ class Generator:
             "density": (sum(sparse) / len(sparse)) if sparse else None,
             "density_by_step": st["by_step"] if st else None,
             "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
-            "device": torch.cuda.get_device_name() if self.device == "cuda" else "cpu",
+            "device": torch.cuda.get_device_name() if self.device.startswith("cuda") else "cpu",
             "versions": {"vecdit": vecdit.__version__, "torch": torch.__version__},
             "random_weights": self.name == "tiny" or s.random_weights,
         }
@@ -110,7 +120,7 @@ class Generator:
 
     def _render_wan(self, prompt, generator, phases):
         s, pipe = self.settings, self.pipe
-        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
         t0 = time.perf_counter()
         with torch.no_grad():
             embeds, negative = pipe.encode_prompt(prompt, s.negative_prompt, do_classifier_free_guidance=s.guidance > 1.0,
@@ -133,6 +143,23 @@ class Generator:
         sync()
         phases.update(text_encoding=t1 - t0, denoising=t2 - t1, decoding=time.perf_counter() - t2)
         return frames
+
+
+def _init_ulysses(degree: int, family: str, device: str) -> int:
+    """Join the torchrun process group; returns this process's rank."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != degree:
+        raise GenerateError(f"--ulysses {degree} needs {degree} processes: launch with "
+                            f"`torchrun --nproc_per_node {degree} -m vecdit.pipelines.cli generate ...` (WORLD_SIZE={world})")
+    if family != "wan":
+        raise GenerateError("--ulysses supports Wan models only: diffusers has no context-parallel plan for HunyuanVideo")
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank()
 
 
 def write_video(frames: np.ndarray, path: str, fps: int) -> None:

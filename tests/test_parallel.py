@@ -81,3 +81,29 @@ def test_ulysses_matches_single_process_in_either_install_order(order, tmp_path,
 def test_ring_raises_a_clear_error(tmp_path):
     message = _run("ring", tmp_path)
     assert isinstance(message, str) and "ulysses_degree" in message
+
+
+def _generate_worker(rank, world, port, out_dir):
+    from vecdit.pipelines.cli import main
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
+    torch.accelerator.device_count = lambda: 1  # see _worker
+    code = main(["generate", "--model", "tiny", "--ulysses", str(world), "--prompt", "a red fox", "--steps", "3",
+                 "--dense-steps", "1", "--threshold", "0.5", "--output", os.path.join(out_dir, "ulysses.npz")])
+    assert code == 0
+    dist.destroy_process_group()
+
+
+def test_generate_with_ulysses_matches_one_process(tmp_path):
+    from vecdit.pipelines.cli import main
+    from vecdit.pipelines.generate import read_video
+
+    argv = ["generate", "--model", "tiny", "--prompt", "a red fox", "--steps", "3", "--dense-steps", "1",
+            "--threshold", "0.5", "--output"]
+    assert main(argv + [str(tmp_path / "single.npz")]) == 0
+    mp.spawn(_generate_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    single, ulysses = read_video(str(tmp_path / "single.npz")), read_video(str(tmp_path / "ulysses.npz"))
+    assert single.shape == ulysses.shape == (9, 128, 128, 3)
+    assert abs(single.astype(int) - ulysses.astype(int)).max() <= 2
+    assert main(argv + [str(tmp_path / "x.npz"), "--ulysses", "2"]) == 2  # not launched by torchrun
