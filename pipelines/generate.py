@@ -67,7 +67,7 @@ class Generator:
         s.fps = s.fps or preset.fps
         check_sizes(s.height, s.width, s.frames)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.rank = _init_ulysses(s.ulysses, preset.family, self.device) if s.ulysses > 1 else 0
+        self.rank = _init_ulysses(s.ulysses, self.device) if s.ulysses > 1 else 0
         if s.ulysses > 1 and self.device == "cuda":
             self.device = f"cuda:{torch.cuda.current_device()}"
         if preset.full_size and self.device != "cuda":
@@ -82,7 +82,11 @@ class Generator:
         if s.ulysses > 1:  # after vecdit.enable: the processors read the model's parallel config
             from diffusers import ContextParallelConfig
 
-            self.pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=s.ulysses))
+            from vecdit.parallel import enable_context_parallel
+
+            if self.config is None and preset.family == "hunyuan":
+                raise GenerateError("--ulysses with HunyuanVideo needs --attention vec (vecdit's processor does its exchange)")
+            enable_context_parallel(self.pipe.transformer, ContextParallelConfig(ulysses_degree=s.ulysses))
 
     def render(self, prompt: str, seed: int, output: str, progress: bool = True) -> dict:
         """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar."""
@@ -145,7 +149,7 @@ class Generator:
         return frames
 
 
-def _init_ulysses(degree: int, family: str, device: str) -> int:
+def _init_ulysses(degree: int, device: str) -> int:
     """Join the torchrun process group; returns this process's rank."""
     import torch.distributed as dist
 
@@ -153,8 +157,6 @@ def _init_ulysses(degree: int, family: str, device: str) -> int:
     if world != degree:
         raise GenerateError(f"--ulysses {degree} needs {degree} processes: launch with "
                             f"`torchrun --nproc_per_node {degree} -m vecdit.pipelines.cli generate ...` (WORLD_SIZE={world})")
-    if family != "wan":
-        raise GenerateError("--ulysses supports Wan models only: diffusers has no context-parallel plan for HunyuanVideo")
     if not dist.is_initialized():
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

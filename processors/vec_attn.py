@@ -22,6 +22,7 @@ from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get
 from vecdit.config import VecAttnConfig
 from vecdit.ops import vec_sparse_attention_reference, vector_selection, vector_selection_reference, vector_sparse_attention
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
+from vecdit.parallel import gather_heads, heads_to_seq, seq_to_heads
 from vecdit.schedule import LayerStats, Phase, Timer, find_or_attach_hook
 from vecdit.utils import warn_once
 
@@ -149,6 +150,13 @@ class VecAttnProcessor:
             query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
 
         phase, hook, layer = self._phase(attn)
+        exchange = self._hunyuan_ulysses(query.shape[2]) if self._parallel() is not None else None
+        if exchange is not None:  # video: sequence shards -> all tokens of this rank's heads
+            world, group, first, _ = exchange
+            heads = slice(first, first + query.shape[2] // world)
+            query, key, value = (torch.cat([seq_to_heads(x[:, :n_video], world, group), x[:, n_video:, heads]], 1)
+                                 for x in (query, key, value))
+            n_video *= world
         outs = []
         # samples with different valid text lengths are attended separately (no padding mask)
         for rows, n_valid in self._valid_text_groups(attention_mask, n_video, n_text, query.shape[0]):
@@ -158,12 +166,17 @@ class VecAttnProcessor:
             if phase is Phase.DENSE:
                 outs.append(self._dense(q, k, v))
                 continue
+            heads = (exchange[2], exchange[3]) if exchange is not None else None
             if self.config.text_handling == "always":
-                video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer)
+                video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads)
             else:
-                video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer)
+                video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads)
             outs.append(torch.cat([video, self._dense(q[:, n_video:], k, v)], 1))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)  # groups are contiguous row ranges
+        if exchange is not None:  # back: video to sequence shards, text to all heads
+            world, group, _, _ = exchange
+            out = torch.cat([heads_to_seq(out[:, :n_video], world, group), gather_heads(out[:, n_video:], world, group)], 1)
+            n_video //= world
         out = out.flatten(2, 3).to(query.dtype)
         video_out, text_out = out[:, :n_video], out[:, n_video:]
         if getattr(attn, "to_out", None) is not None:
@@ -171,6 +184,17 @@ class VecAttnProcessor:
         if getattr(attn, "to_add_out", None) is not None:
             text_out = attn.to_add_out(text_out)
         return video_out, text_out
+
+    def _hunyuan_ulysses(self, heads):
+        """(world, group, first local head, heads) under vecdit's HunyuanVideo context-parallel plan."""
+        cp = self._parallel().context_parallel_config
+        if cp is None or cp.ring_degree > 1:
+            raise ValueError("VecAttnProcessor runs HunyuanVideo with Ulysses context parallelism only: "
+                             "ContextParallelConfig(ulysses_degree=N) and vecdit.parallel.enable_context_parallel")
+        world = cp.ulysses_degree
+        if heads % world:
+            raise ValueError(f"Ulysses degree {world} must divide the number of heads ({heads})")
+        return world, cp._ulysses_mesh.get_group(), cp._ulysses_local_rank * (heads // world), heads
 
     def _valid_text_groups(self, attention_mask, n_video, n_text, batch):
         """[(row slice, valid text tokens)]: valid tokens must be a prefix of the text (padding at the end).
