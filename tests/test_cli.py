@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,8 @@ from vecdit.samples import compare_dirs, load_vbench, psnr, sample_name, ssim
 def test_readme_main_command_writes_a_playable_mp4(tmp_path):
     out = tmp_path / "fox.mp4"
     # the README's first command, as a user runs it
-    cmd = [sys.executable, "-m", "vecdit.pipelines.cli", "generate", "--model", "tiny",
-           "--prompt", "a red fox running through snow", "--output", str(out)]
+    launcher = [shutil.which("vecdit")] if shutil.which("vecdit") else [sys.executable, "-m", "vecdit.pipelines.cli"]
+    cmd = launcher + ["generate", "--model", "tiny", "--prompt", "a red fox running through snow", "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     assert "noise" in done.stderr
@@ -87,6 +88,17 @@ def test_sample_naming_seeds_resume_after_kill(tmp_path, monkeypatch):
     assert (out / "a red fox-0.mp4").stat().st_mtime_ns == kept  # finished files are skipped
     assert (out / "a blue car-1.mp4").exists()
     assert read_video(str(out / "a blue car-1.mp4")).shape[0] == 5
+
+
+def test_sample_vbench_suite_by_dimension(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "vbench"
+    argv = ["sample", "--model", "tiny", "--suite", "vbench", "--dimension", "color", "--limit", "1",
+            "--samples-per-prompt", "1", "--out", str(out), "--steps", "1", "--frames", "5"]
+    assert main(argv) == 0
+    first = load_vbench(["color"])[0]["prompt_en"]
+    assert [p.name for p in out.glob("*.mp4")] == [sample_name(first, 0)]
+    assert json.loads((out / "manifest.json").read_text())["settings"]["dimension"] == ["color"]
 
 
 def test_compare_identical_and_constructed_pair(tmp_path):
