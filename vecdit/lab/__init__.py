@@ -1,0 +1,8 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Fidelity lab: structured synthetic attention, sparsity patterns at matched density, calibration."""
+from .calibrate import calibrate, head_curve, solve_knapsack
+from .patterns import PATTERNS, compare_patterns, metrics, pattern_mask, probabilities
+from .synthetic import GEOMETRIES, SyntheticConfig, structured_qkv
+
+__all__ = ["GEOMETRIES", "PATTERNS", "SyntheticConfig", "calibrate", "compare_patterns", "head_curve", "metrics",
+           "pattern_mask", "probabilities", "solve_knapsack", "structured_qkv"]

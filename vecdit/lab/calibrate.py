@@ -1,0 +1,72 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Per-head threshold calibration: the most total recall at a target average density.
+
+For each (layer, head), a grid of thresholds gives (density, recall) points measured on captured
+or synthetic Q/K. Picking one threshold per head to maximise summed recall under a density budget
+is a multiple-choice knapsack; its Lagrangian relaxation (each head maximises recall - lam * density,
+lam bisected until the mean density meets the target) is then topped up greedily to the budget.
+The result is a [layers, heads] table that `VecAttnConfig(threshold=table)` takes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vecdit.ops.reference import vector_selection_reference
+
+from .patterns import _expand_blocks, metrics, probabilities
+
+THRESHOLD_GRID = tuple(math.exp(x) for x in torch.linspace(-12.0, 0.0, 49).tolist())
+
+
+def head_curve(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str = "exact", grid=THRESHOLD_GRID) -> list[dict]:
+    """(threshold, density, recall) of one head; q, k, v: [S, D]."""
+    probs = probabilities(q, k)
+    points = []
+    for t in grid:
+        s = vector_selection_reference(q[None, :, None].float(), k[None, :, None].float(), t, mode=mode)
+        mask = _expand_blocks(s.to_mask()[0, 0], q.shape[0])
+        points.append({"threshold": t, **metrics(mask, probs, v)})
+    return points
+
+
+def solve_knapsack(curves: list[list[dict]], target_density: float) -> tuple[list[dict], float]:
+    """One point per curve maximising total recall with mean density <= target (Lagrangian)."""
+    def pick(lam):
+        return [max(c, key=lambda p: p["recall"] - lam * p["density"]) for c in curves]
+
+    lo, hi = 0.0, 1e6
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        mean_density = sum(p["density"] for p in pick(mid)) / len(curves)
+        lo, hi = (mid, hi) if mean_density > target_density else (lo, mid)
+    chosen = pick(hi)
+    # the relaxation lands on the convex hull, under budget: spend the rest greedily, best recall
+    # gained per unit of density first
+    budget = target_density * len(curves)
+    while True:
+        used = sum(p["density"] for p in chosen)
+        moves = [(c_i, p) for c_i, c in enumerate(curves) for p in c
+                 if p["density"] > chosen[c_i]["density"] and used - chosen[c_i]["density"] + p["density"] <= budget
+                 and p["recall"] > chosen[c_i]["recall"]]
+        if not moves:
+            break
+        c_i, p = max(moves, key=lambda m: (m[1]["recall"] - chosen[m[0]]["recall"]) / (m[1]["density"] - chosen[m[0]]["density"]))
+        chosen[c_i] = p
+    return chosen, sum(p["density"] for p in chosen) / len(chosen)
+
+
+def calibrate(layers_qkv, target_density: float, mode: str = "exact") -> dict:
+    """`layers_qkv`: per layer a (q, k, v) of [1, S, H, D]. Returns the table and what it achieves."""
+    curves, shape = [], []
+    for q, k, v in layers_qkv:
+        shape.append(q.shape[2])
+        for h in range(q.shape[2]):
+            curves.append(head_curve(q[0, :, h], k[0, :, h], v[0, :, h], mode))
+    chosen, density = solve_knapsack(curves, target_density)
+    heads = shape[0]
+    if any(h != heads for h in shape):
+        raise ValueError(f"every layer must have the same number of heads, got {shape}")
+    table = torch.tensor([p["threshold"] for p in chosen], dtype=torch.float32).view(len(shape), heads)
+    return {"threshold": table, "density": density, "recall": sum(p["recall"] for p in chosen) / len(chosen)}
