@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+import torch
+
 from .models import PRESETS, GenerateError
 
 NOISE_NOTE = "note: --model tiny has random weights: its frames are noise (it checks the whole path, offline)"
@@ -96,6 +98,39 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from vecdit.api import _transformers
+    from vecdit.lab.capture import CalibrationProcessor, CurveSink
+
+    from .generate import Generator, atomic_write_json
+
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        with open(args.prompts) as f:
+            prompts += [line.strip() for line in f if line.strip()]
+    if not prompts:
+        raise GenerateError("give --prompt (repeatable) or --prompts FILE")
+    settings = _settings(args)
+    settings.attention = "dense"  # the video is computed densely; vecdit only measures
+    gen = Generator(settings)
+    if max(args.capture_steps) >= gen.settings.steps:
+        raise GenerateError(f"--capture-steps must be below --steps ({gen.settings.steps}), got {args.capture_steps}")
+    sink = CurveSink(args.blocks)
+    for model in _transformers(gen.pipe):
+        model.set_attn_processor(CalibrationProcessor(sink, args.capture_steps))
+    s = gen.settings
+    for i, prompt in enumerate(prompts):
+        gen.pipe(prompt, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                 guidance_scale=s.guidance, output_type="latent",
+                 generator=torch.Generator(gen.device).manual_seed(args.seed + i))
+    result = sink.solve(args.target_density)
+    result.update(model=gen.name, prompts=prompts, capture_steps=args.capture_steps, steps=s.steps)
+    atomic_write_json(args.output, result)
+    print(json.dumps({k: result[k] for k in ("density", "recall", "target_density")}))
+    print(f"wrote {args.output}: load with VecAttnConfig.from_calibration({args.output!r})", file=sys.stderr)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from vecdit.samples.compare import compare_dirs, write_report
 
@@ -125,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sample i of every prompt uses seed + i")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sample)
+    k = sub.add_parser("calibrate", help="per-(layer, head) thresholds for a target density, from a real run")
+    _add_generation_args(k)
+    k.add_argument("--prompt", action="append", help="repeatable")
+    k.add_argument("--prompts", help="a text file, one prompt per line")
+    k.add_argument("--capture-steps", type=int, nargs="+", default=[5], help="0-based denoising steps to measure")
+    k.add_argument("--target-density", type=float, default=0.4)
+    k.add_argument("--blocks", type=int, default=16, help="sampled 64-query blocks per head and capture")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--output", default="vecdit-thresholds.json")
+    k.set_defaults(func=cmd_calibrate)
     c = sub.add_parser("compare", help="PSNR / SSIM (/ LPIPS) of videos paired by name")
     c.add_argument("dir_a")
     c.add_argument("dir_b")

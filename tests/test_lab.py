@@ -60,3 +60,19 @@ def test_calibration_hits_target_density_and_loads_into_config():
     config = VecAttnConfig(threshold=result["threshold"])
     assert config.threshold_for(1, 3).shape == (3,)
     assert 0 < result["recall"] <= 1 and not math.isnan(result["recall"])
+
+
+def test_calibrate_command_on_the_tiny_pipeline(tmp_path, monkeypatch):
+    from vecdit.pipelines.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "table.json"
+    argv = ["calibrate", "--model", "tiny", "--prompt", "a red fox", "--prompt", "a blue car", "--steps", "3",
+            "--capture-steps", "1", "--target-density", "0.5", "--blocks", "2", "--output", str(out)]
+    assert main(argv) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert abs(result["density"] - 0.5) <= 0.02
+    config = VecAttnConfig.from_calibration(str(out), dense_steps=1)
+    assert tuple(config.threshold.shape) == (2, 2)  # tiny Wan: 2 self-attention layers x 2 heads

@@ -121,6 +121,15 @@ class VecAttnConfig:
         return cls(**d)
 
     @classmethod
+    def from_calibration(cls, path: str, **overrides) -> "VecAttnConfig":
+        """Config with the [layers, heads] threshold table written by `vecdit calibrate`."""
+        import json
+
+        with open(path) as f:
+            table = json.load(f)["threshold"]
+        return cls(threshold=torch.tensor(table, dtype=torch.float32), **overrides)
+
+    @classmethod
     def for_model(cls, name: str, **overrides) -> "VecAttnConfig":
         """Preset for `name` in `PRESETS` (flags in `overrides` win)."""
         if name not in PRESETS:

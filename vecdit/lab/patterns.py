@@ -5,8 +5,8 @@ All masks are bool [Sq, Sk] for one head, computed from dense probabilities (sma
 tests, or one head at a time on a GPU). Patterns:
   vertical-exact / vertical-running  the method: per 64-query block, keys within a gap of the
                                      pooled query's best score (threshold bisected to the density)
-  vertical-sub16                     estimator variant: pooled over 16-row sub-blocks, a key is kept
-                                     if any sub-block keeps it
+  vertical-sub32 / vertical-sub16    estimator variants: pooled over 32- or 16-row sub-blocks, a key
+                                     is kept if any sub-block keeps it (2x / 4x the scoring work)
   vector-oracle                      per 64-query block, the keys with the largest mean probability
   horizontal                         per query, the 64-key segments with the largest mass
   block                              per 64-query block, the 64x64 blocks with the largest pooled score
@@ -21,7 +21,8 @@ import torch
 from vecdit.ops.reference import vector_selection_reference
 
 BLOCK = 64
-PATTERNS = ("vertical-exact", "vertical-running", "vertical-sub16", "vector-oracle", "horizontal", "block", "oracle")
+PATTERNS = ("vertical-exact", "vertical-running", "vertical-sub32", "vertical-sub16", "vector-oracle", "horizontal",
+            "block", "oracle")
 
 
 def probabilities(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -69,8 +70,8 @@ def _vertical(q, k, threshold, mode, sub=BLOCK):
 
 
 def _regroup(q, sub):
-    """Lay 16-row sub-blocks out as 64-row blocks of one repeated row, so the 64-row pooling of the
-    reference pools each sub-block: [S, D] -> [1, S/16*64, 1, D]."""
+    """Lay sub-blocks out as 64-row blocks of one repeated row, so the 64-row pooling of the
+    reference pools each sub-block: [S, D] -> [1, S/sub*64, 1, D]."""
     pooled = q.view(-1, sub, q.shape[-1]).mean(1)
     return pooled.repeat_interleave(BLOCK, 0)[None, :, None]
 
@@ -94,9 +95,9 @@ def pattern_mask(name: str, q: torch.Tensor, k: torch.Tensor, probs: torch.Tenso
     seq_q, seq_k = probs.shape
     nqb = math.ceil(seq_q / BLOCK)
     count = round(density * seq_k)
-    if name in ("vertical-exact", "vertical-running", "vertical-sub16"):
+    if name.startswith("vertical-"):
         mode = "running" if name == "vertical-running" else "exact"
-        sub = 16 if name == "vertical-sub16" else BLOCK
+        sub = int(name[len("vertical-sub"):]) if name.startswith("vertical-sub") else BLOCK
         return _matched_threshold(lambda t: _vertical(q.to(torch.float32), k.to(torch.float32), t, mode, sub), density)
     if name == "vector-oracle":
         pad = nqb * BLOCK - seq_q
