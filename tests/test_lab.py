@@ -76,3 +76,10 @@ def test_calibrate_command_on_the_tiny_pipeline(tmp_path, monkeypatch):
     assert abs(result["density"] - 0.5) <= 0.02
     config = VecAttnConfig.from_calibration(str(out), dense_steps=1)
     assert tuple(config.threshold.shape) == (2, 2)  # tiny Wan: 2 self-attention layers x 2 heads
+
+
+def test_sampled_blocks_give_the_same_metrics_as_full_rows_for_those_blocks():
+    q, k, v = structured_qkv(SyntheticConfig(heads=1, head_dim=64, seed=2))
+    full = compare_patterns(q, k, v, densities=(0.25,), patterns=("vector-oracle", "oracle"))
+    sampled = compare_patterns(q, k, v, densities=(0.25,), patterns=("vector-oracle", "oracle"), blocks=3)
+    assert [r["recall"] for r in full] == pytest.approx([r["recall"] for r in sampled])  # 3 blocks = all rows here

@@ -119,13 +119,31 @@ def pattern_mask(name: str, q: torch.Tensor, k: torch.Tensor, probs: torch.Tenso
     raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
 
 
-def compare_patterns(q, k, v, densities=(0.1, 0.25, 0.5), patterns=PATTERNS) -> list[dict]:
-    """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D]."""
+def sample_blocks(seq_q: int, blocks: int | None, generator: torch.Generator) -> torch.Tensor:
+    """Row indices of `blocks` random whole 64-query blocks (all rows if None): every pattern here
+    decides per query block or per row, so sampled blocks are measured exactly, against all keys."""
+    nqb = seq_q // BLOCK
+    if blocks is None or blocks >= nqb:
+        return torch.arange(seq_q)
+    picks = torch.randperm(nqb, generator=generator)[:blocks].sort().values
+    return (picks[:, None] * BLOCK + torch.arange(BLOCK)[None]).reshape(-1)
+
+
+def compare_patterns(q, k, v, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blocks: int | None = None,
+                     seed: int = 0) -> list[dict]:
+    """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D].
+
+    `blocks` samples that many 64-query blocks per head (long sequences: dense probabilities of all
+    rows would not fit); densities are then over the sampled rows.
+    """
+    g = torch.Generator().manual_seed(seed)
     rows = []
     for h in range(q.shape[2]):
-        probs = probabilities(q[0, :, h], k[0, :, h])
+        take = sample_blocks(q.shape[1], blocks, g).to(q.device)
+        qh = q[0, take, h]
+        probs = probabilities(qh, k[0, :, h])
         for d in densities:
             for name in patterns:
-                mask = pattern_mask(name, q[0, :, h], k[0, :, h], probs, d)
+                mask = pattern_mask(name, qh, k[0, :, h], probs, d)
                 rows.append({"head": h, "pattern": name, "target_density": d, **metrics(mask, probs, v[0, :, h])})
     return rows
