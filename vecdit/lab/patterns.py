@@ -31,12 +31,13 @@ def probabilities(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) 
     return torch.softmax((q.double() @ k.double().T) * scale, -1)
 
 
-def metrics(mask: torch.Tensor, probs: torch.Tensor, v: torch.Tensor) -> dict:
+def metrics(mask: torch.Tensor, probs: torch.Tensor, v: torch.Tensor, dense: torch.Tensor | None = None) -> dict:
     """recall = mean over queries of the kept probability mass; density = kept fraction;
-    rel_l2 = |out_sparse - out_dense| / |out_dense|, out_sparse renormalized over the kept keys."""
+    rel_l2 = |out_sparse - out_dense| / |out_dense|, out_sparse renormalized over the kept keys.
+    `dense` (= probs @ v) can be passed in when one head is measured many times."""
     kept = probs * mask
     mass = kept.sum(-1, keepdim=True)
-    dense = probs @ v.double()
+    dense = probs @ v.double() if dense is None else dense
     sparse = torch.where(mass > 0, kept / mass.clamp_min(1e-300), 0.0) @ v.double()
     return {"recall": float(mass.mean()), "density": float(mask.double().mean()),
             "rel_l2": float((sparse - dense).norm() / dense.norm())}
@@ -142,8 +143,10 @@ def compare_patterns(q, k, v, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blo
         take = sample_blocks(q.shape[1], blocks, g).to(q.device)
         qh = q[0, take, h]
         probs = probabilities(qh, k[0, :, h])
+        vh = v[0, :, h].double()
+        dense = probs @ vh
         for d in densities:
             for name in patterns:
                 mask = pattern_mask(name, qh, k[0, :, h], probs, d)
-                rows.append({"head": h, "pattern": name, "target_density": d, **metrics(mask, probs, v[0, :, h])})
+                rows.append({"head": h, "pattern": name, "target_density": d, **metrics(mask, probs, vh, dense)})
     return rows
