@@ -97,11 +97,12 @@ def vector_selection_reference(
     else:
         m = s.amax(-1, keepdim=True)
     keep = s >= m - gap
-    count = keep.sum(-1, keepdim=True)
-    order = s.argsort(-1, descending=True).argsort(-1)  # rank of each key by score, 0 = best
-    if max_columns:
-        keep = torch.where(count > max_columns, order < max_columns, keep)
-    if min_columns:
-        keep = torch.where(count < min_columns, order < min_columns, keep)
+    if max_columns or min_columns:
+        count = keep.sum(-1, keepdim=True)
+        order = s.argsort(-1, descending=True).argsort(-1)  # rank of each key by score, 0 = best
+        if max_columns:
+            keep = torch.where(count > max_columns, order < max_columns, keep)
+        if min_columns:
+            keep = torch.where(count < min_columns, order < min_columns, keep)
     assert num_query_blocks(seq_q) == keep.shape[2]
     return VectorSelection.from_mask(keep)
