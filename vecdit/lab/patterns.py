@@ -77,7 +77,7 @@ def _regroup(q, sub):
     return pooled.repeat_interleave(BLOCK, 0)[None, :, None]
 
 
-def _matched_threshold(make, density: float, steps: int = 30) -> torch.Tensor:
+def _matched_threshold(make, density: float, steps: int = 20) -> torch.Tensor:
     lo, hi = -40.0, 0.0  # ln threshold
     best = None
     for _ in range(steps):
