@@ -164,7 +164,7 @@ def _bisect_cutoff(count_fn, cutoff, count, row_max, row_min, max_columns, min_c
     over = count > max_columns if max_columns else torch.zeros_like(count, dtype=torch.bool)
     under = count < min_columns
     lo = torch.where(over, cutoff, torch.where(under, row_min, cutoff))
-    hi = torch.where(over, torch.nextafter(row_max, torch.full_like(row_max, math.inf)), torch.where(under, cutoff, cutoff))
+    hi = torch.where(over, torch.nextafter(row_max, torch.full_like(row_max, math.inf)), cutoff)
     active = (over | under).to(torch.int8)
     for _ in range(_BISECT_STEPS):
         mid = (lo + hi) * 0.5
