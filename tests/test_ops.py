@@ -159,16 +159,18 @@ def test_running_keeps_a_superset_of_exact(device):
 @pytest.mark.parametrize("mode", ["exact", "running"])
 def test_selection_density_cap_and_floor(mode, device):
     shape = (1, 130, 300, 2, 64)
-    q, k, _ = make_qkv(shape, torch.bfloat16, device, spread=3.0)
+    # fixed inputs: in running mode a near-tie at a row's running cutoff can flip whether the row is
+    # capped/floored at all, and then the two rules keep sets that differ far from any cutoff
+    q, k, _ = make_qkv(shape, torch.bfloat16, device, spread=3.0, seed=11)
     scores = selection_scores(q, k).cpu()
     capped = vector_selection(q, k, 1e-6, mode=mode, max_density=0.1)
     assert int(capped.column_count.max()) <= 30
     assert_same_selection(capped, vector_selection_reference(q.cpu(), k.cpu(), 1e-6, mode=mode, max_density=0.1),
                           scores, rule_cutoffs(scores, 1e-6, mode))
-    floored = vector_selection(q, k, 0.999, mode=mode, min_columns=17)
+    floored = vector_selection(q, k, 0.9, mode=mode, min_columns=17)
     assert int(floored.column_count.min()) >= 17
-    assert_same_selection(floored, vector_selection_reference(q.cpu(), k.cpu(), 0.999, mode=mode, min_columns=17),
-                          scores, rule_cutoffs(scores, 0.999, mode))
+    assert_same_selection(floored, vector_selection_reference(q.cpu(), k.cpu(), 0.9, mode=mode, min_columns=17),
+                          scores, rule_cutoffs(scores, 0.9, mode))
 
 
 def test_selection_extremes_keep_everything_or_the_best(device):
