@@ -185,10 +185,24 @@ def test_selection_memory_is_proportional_to_kept(device):
     q, k, _ = make_qkv((1, 128, 400, 2, 64), torch.bfloat16, device, spread=3.0)
     sel = vector_selection(q, k, 0.5)
     kept = int(sel.column_count.sum())
-    # exact mode: sized by the running rule's count, a superset counted in the same pass as the max
-    running = int(vector_selection(q, k, 0.5, mode="running").column_count.sum())
-    assert kept <= sel.column_index.numel() == running < 2 * 2 * 400
+    # counted (as a bitmask) before the index buffer is allocated: exactly the kept size
+    assert sel.column_index.numel() == kept < 2 * 2 * 400
+    assert int(sel.column_offset[-1]) == kept
     assert 0 < float(sel.density()) < 0.5
+
+
+def test_selection_lists_are_ascending_over_many_mask_words(device):
+    # 1,137 keys = 18 bitmask words: the expansion crosses its 16-word steps and a ragged last word
+    q, k, _ = make_qkv((1, 70, 1137, 2, 64), torch.bfloat16, device, spread=3.0)
+    sel = vector_selection(q, k, 0.3)
+    ref = vector_selection_reference(q.cpu(), k.cpu(), 0.3)
+    scores = selection_scores(q, k).cpu()
+    assert_same_selection(sel, ref, scores, rule_cutoffs(scores, 0.3, "exact"))
+    off, count = sel.column_offset.cpu(), sel.column_count.reshape(-1).cpu()
+    assert torch.equal(off[1:] - off[:-1], count.long())
+    for r in range(count.numel()):
+        row = sel.column_index[off[r]:off[r] + count[r]].cpu()
+        assert bool((row[1:] > row[:-1]).all()) and int(row.min()) >= 0 and int(row.max()) < 1137
 
 
 def test_selection_then_attention_end_to_end(device):

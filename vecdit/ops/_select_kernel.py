@@ -1,15 +1,16 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Triton kernel of vector selection: score keys with pooled queries, then stats, count or fill.
+"""Triton kernel of vector selection: score keys with pooled queries, then stats, count or mask.
 
 One program = one (batch, head) and BLOCK_M query blocks (rows). Scores are the matrix product
 of the pooled queries with K, so the selection runs on tensor cores; fp32 accuracy comes from
 splitting each pooled query into a high and a low half of the input dtype (two dots).
 The same kernel runs three passes (PASS):
-  0 stats: row max and row min of the scores (the `exact` rule needs the true max first), and the
-           count of the single-pass `running` rule, which keeps a superset of `exact`: it sizes
-           the index buffer, so `exact` needs no separate count pass;
+  0 stats: row max and row min of the scores (the `exact` rule needs the true max first);
   1 count: number of kept keys per row for given cutoffs (density cap / floor bisection);
-  2 fill:  kept key indices written from COLUMN_OFFSET[row], ascending, and their count.
+  2 mask:  the kept keys as a bitmask, one 64-bit word per (row, key tile of 64), the kept count
+           per word (the expansion's prefix sums) and per row.
+           The index lists are expanded from it by `_expand_kernel.py`: writing indices here, from
+           the score tile's layout, scattered 4-byte stores over many rows and cost 4x the pass.
 """
 import triton
 import triton.language as tl
@@ -18,16 +19,16 @@ from ._common import mma
 
 PASS_STATS = tl.constexpr(0)
 PASS_COUNT = tl.constexpr(1)
-PASS_FILL = tl.constexpr(2)
+PASS_MASK = tl.constexpr(2)
 
 
 @triton.jit
 def vec_select_kernel(
     Q_HI, Q_LO, K,
     GAP, CUTOFF, FIXED, ACTIVE,
-    ROW_MAX, ROW_MIN, COUNT, COLUMN_OFFSET, COLUMN_INDEX,
+    ROW_MAX, ROW_MIN, COUNT, MASK, WORD_COUNT,
     stride_kb, stride_ks, stride_kh, stride_kd,
-    H, Sk, num_query_blocks,
+    H, Sk, num_query_blocks, num_words,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -66,8 +67,8 @@ def vec_select_kernel(
         cutoff = tl.load(CUTOFF + rows, mask=row_ok, other=0.0)
         if RUNNING:
             fixed = tl.load(FIXED + rows, mask=row_ok, other=0) != 0
-    if PASS == PASS_FILL:
-        write_base = tl.load(COLUMN_OFFSET + rows, mask=row_ok, other=0)
+    if PASS == PASS_MASK:
+        bit = offs_n.to(tl.int64)
 
     for start in range(0, n_end, BLOCK_N):
         cols = start + offs_n
@@ -80,7 +81,6 @@ def vec_select_kernel(
         if PASS == PASS_STATS:
             row_max = tl.maximum(row_max, tl.max(s_hi, 1))
             row_min = tl.minimum(row_min, tl.min(tl.where(col_ok[None, :], s, float("inf")), 1))
-            count += tl.sum(((s >= (row_max - gap)[:, None]) & col_ok[None, :]).to(tl.int32), 1)
         else:
             cut = cutoff
             if RUNNING:
@@ -89,13 +89,15 @@ def vec_select_kernel(
                 cut = tl.where(fixed, cutoff, row_max - gap)
             keep = (s >= cut[:, None]) & col_ok[None, :]
             keep_i = keep.to(tl.int32)
-            if PASS == PASS_FILL:
-                pos = (write_base + count)[:, None] + tl.cumsum(keep_i, 1) - keep_i
-                tl.store(COLUMN_INDEX + pos, cols[None, :] + tl.zeros_like(keep_i),
-                         mask=keep & row_ok[:, None])
+            if PASS == PASS_MASK:
+                # distinct powers of two: the sum is the bitwise or
+                word = tl.sum(tl.where(keep, 1 << bit[None, :], 0), 1)
+                tl.store(MASK + rows * num_words + start // BLOCK_N, word, mask=row_ok)
+                tl.store(WORD_COUNT + rows * num_words + start // BLOCK_N, tl.sum(keep_i, 1), mask=row_ok)
             count += tl.sum(keep_i, 1)
 
     if PASS == PASS_STATS:
         tl.store(ROW_MAX + rows, row_max, mask=row_ok)
         tl.store(ROW_MIN + rows, row_min, mask=row_ok)
-    tl.store(COUNT + rows, count, mask=row_ok)
+    else:
+        tl.store(COUNT + rows, count, mask=row_ok)

@@ -17,6 +17,8 @@ RUNNING_TILE = 64
 _BISECT_STEPS = 24
 # launch settings of the selection kernel; BLOCK_N is fixed by RUNNING_TILE (it defines `running`)
 SELECT_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=3)
+# launch settings of the bitmask expansion into index lists
+EXPAND_CONFIG = dict(BLOCK_W=16, num_warps=2)
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,10 @@ def vector_selection(
         scale (`float`, *optional*): score scale, defaults to 1/sqrt(D).
 
     Returns:
-        `VectorSelection`, ragged, count then fill: no score matrix is stored, so peak memory is
-        O(kept + blocks) at any sequence length. In `exact` mode the index buffer is sized by the
-        `running` rule's count (a superset, counted in the same pass as the max), which saves a
-        third pass over K; with `max_density`/`min_columns`, or in `running` mode, it is exact.
+        `VectorSelection`, ragged, count then fill: no score matrix is stored. The kept keys are
+        first written as a bitmask (Sk/8 bytes per query block, with per-word counts: Sk/16 bytes),
+        then expanded into an index buffer of exactly the kept size; peak memory is the kept
+        indices plus those Sk * 3/16 bytes per query block, at any sequence length.
     """
     check_qkv(q, k)
     if mode not in SELECTION_MODES:
@@ -181,12 +183,14 @@ def _bisect_cutoff(count_fn, cutoff, count, row_max, row_min, max_columns, min_c
 def _select_triton(q, k, gap, running, max_columns, min_columns, scale, config=None):
     import triton
 
-    from ._select_kernel import PASS_COUNT, PASS_FILL, PASS_STATS, vec_select_kernel
+    from ._expand_kernel import expand_bitmask_kernel
+    from ._select_kernel import PASS_COUNT, PASS_MASK, PASS_STATS, vec_select_kernel
 
     batch, seq_q, heads, dim = q.shape
     num_keys = k.shape[1]
     nqb = num_query_blocks(seq_q)
     rows = batch * heads * nqb
+    num_words = triton.cdiv(num_keys, RUNNING_TILE)  # one 64-bit word per key tile
     pooled = pool_queries(q, scale).reshape(batch * heads, nqb, dim).contiguous()
     # hi + lo in the input dtype carry ~16 mantissa bits of the fp32 pooled query into bf16 dots
     q_hi = pooled.to(q.dtype)
@@ -197,19 +201,22 @@ def _select_triton(q, k, gap, running, max_columns, min_columns, scale, config=N
     count = torch.empty(rows, dtype=torch.int32, device=q.device)
     offset = torch.zeros(rows + 1, dtype=torch.int64, device=q.device)
     fixed = torch.zeros(rows, dtype=torch.int8, device=q.device)
+    # the bitmask is Sk/8 bytes per row: 1/8 of what int32 indices of all keys would take
+    mask = torch.empty(rows, num_words, dtype=torch.int64, device=q.device)
+    word_count = torch.empty(rows, num_words, dtype=torch.int32, device=q.device)
     cfg = dict(HEAD_DIM=dim, BLOCK_N=RUNNING_TILE, UPCAST=interpret_mode(), **(config or SELECT_CONFIG))
     grid = (triton.cdiv(nqb, cfg["BLOCK_M"]), batch * heads)
 
-    def launch(pass_, cutoff, active, column_index=None, running_=running):
+    def launch(pass_, cutoff, active, running_=running):
         vec_select_kernel[grid](
             q_hi, q_lo, k, gap, cutoff, fixed, active if active is not None else fixed,
-            row_max, row_min, count, offset, column_index if column_index is not None else count,
+            row_max, row_min, count, mask, word_count,
             k.stride(0), k.stride(1), k.stride(2), k.stride(3),
-            heads, num_keys, nqb,
+            heads, num_keys, nqb, num_words,
             PASS=pass_, RUNNING=running_, USE_ACTIVE=active is not None, **cfg,
         )
 
-    # pass 1: row max/min and the running-rule count (exact count in `running` mode, capacity in `exact`)
+    # pass 1: row max and min (the `exact` cutoff; the bisection's bounds)
     launch(PASS_STATS, row_max, None)
     cutoff = row_max - gap.view(1, heads, 1).expand(batch, heads, nqb).reshape(-1)
     if max_columns or min_columns:
@@ -221,11 +228,13 @@ def _select_triton(q, k, gap, running, max_columns, min_columns, scale, config=N
 
         cutoff, moved = _bisect_cutoff(count_fn, cutoff, count.clone(), row_max, row_min, max_columns, min_columns)
         fixed.copy_(moved.to(torch.int8))
-        launch(PASS_COUNT, cutoff, None)
+    launch(PASS_MASK, cutoff, None)  # the kept keys as bits, and their count per row
     torch.cumsum(count, 0, out=offset[1:])
     total = int(offset[-1])  # the one host sync: the index buffer is sized by what was kept
     column_index = torch.empty(total, dtype=torch.int32, device=q.device)
-    launch(PASS_FILL, cutoff, None, column_index)  # also writes the kept count per row
+    word_count.cumsum_(1)  # in place: where each word's keys end within its row
+    expand_bitmask_kernel[(rows, triton.cdiv(num_words, EXPAND_CONFIG["BLOCK_W"]))](
+        mask, word_count, offset, column_index, num_words, **EXPAND_CONFIG)
     return column_index, offset, count
 
 
