@@ -230,3 +230,16 @@ def test_config_validation_presets_and_round_trip():
     with pytest.raises(ValueError, match="wan2.1-t2v-1.3b"):
         VecAttnConfig.for_model("wan3")
     assert VecAttnConfig().num_dense_steps(50) == 3  # the method's first 6% of 50 steps
+
+
+def test_transformer_benchmark_calibration_runs_on_a_tiny_model():
+    # the GPU benchmark's per-layer threshold calibration wraps the processor's `_sparse`; this keeps
+    # the wrapper in step with the processor's signature (a drift once failed only on the GPU host)
+    from vecdit.bench.transformer import calibrate
+
+    model = tiny_hunyuan_transformer().to(torch.bfloat16)  # the selection kernel takes bf16 / fp16
+    inputs = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+              for k, v in hunyuan_inputs().items()}
+    table = calibrate(model, inputs, density=0.5, num_layers=2)
+    assert table.shape == (2, 1) and bool(((table > 0) & (table <= 1)).all())
+    assert not vecdit.is_enabled(model)  # calibration removes itself

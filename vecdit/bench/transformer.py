@@ -85,9 +85,9 @@ def calibrate(model, inputs, density: float, num_layers: int) -> torch.Tensor:
     calib = _Calibrator(density)
     real = VecAttnProcessor._sparse
 
-    def spy(self, q, k, v, n_select, dense_range, phase, hook, layer):
-        calib(q, k[:, :n_select], layer)
-        return real(self, q, k, v, n_select, dense_range, phase, hook, layer)
+    def spy(self, q, k, v, n_select, *args, **kwargs):
+        calib(q, k[:, :n_select], args[3])  # args: dense_range, phase, hook, layer[, heads]
+        return real(self, q, k, v, n_select, *args, **kwargs)
 
     VecAttnProcessor._sparse = spy
     try:
