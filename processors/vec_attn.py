@@ -19,7 +19,14 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
 from vecdit.config import VecAttnConfig
-from vecdit.ops import vec_sparse_attention_reference, vector_selection, vector_selection_reference, vector_sparse_attention
+from vecdit.ops import (
+    SelectionBitmask,
+    vec_sparse_attention_reference,
+    vector_selection,
+    vector_selection_bitmask,
+    vector_selection_reference,
+    vector_sparse_attention,
+)
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
 from vecdit.parallel import gather_heads, heads_to_seq, seq_to_heads
 from vecdit.schedule import LayerStats, Phase, Timer, find_or_attach_hook
@@ -233,21 +240,29 @@ class VecAttnProcessor:
         threshold = cfg.threshold_for(layer or 0, total)
         if isinstance(threshold, torch.Tensor):
             threshold = threshold[first:first + q.shape[2]]
-        selection = hook.cached(layer) if (phase is Phase.REUSE and hook is not None) else None
-        if selection is not None and (selection.num_keys != n_select or selection.batch != q.shape[0]):
-            selection = None  # a different shape (resolution change mid-run): select again
+        # reuse keeps the bitmask form (9/64 bytes per block and key), expanded again on reuse steps
+        cached = hook.cached(layer) if (phase is Phase.REUSE and hook is not None) else None
+        if cached is not None and (cached.num_keys != n_select or cached.batch != q.shape[0]):
+            cached = None  # a different shape (resolution change mid-run): select again
         kernel = q.dtype in SUPPORTED_DTYPES and q.shape[-1] in SUPPORTED_HEAD_DIMS and use_triton(q)
         if not kernel:
             warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
                       "running the PyTorch reference (slow, for tests and CPU)")
-        if selection is None:
+        keep_for_reuse = hook is not None and cfg.reuse_interval > 1
+        if cached is not None:
+            selection = cached.expand()
+        else:
             kwargs = dict(mode=cfg.selection_mode, max_density=cfg.max_density, min_columns=cfg.min_columns)
-            if kernel:
+            if kernel and keep_for_reuse:
+                bits = vector_selection_bitmask(q, k[:, :n_select], threshold, **kwargs)
+                selection = bits.expand()
+            elif kernel:
                 selection = vector_selection(q, k[:, :n_select], threshold, **kwargs)
             else:
                 selection = vector_selection_reference(q, k[:, :n_select], threshold, **kwargs)
-            if hook is not None and cfg.reuse_interval > 1:
-                hook.store(layer, selection)
+                bits = SelectionBitmask.from_selection(selection) if keep_for_reuse else None
+            if keep_for_reuse:
+                hook.store(layer, bits)
         t1 = timer.mark() if collect else None
         # the index buffer's size is known on the host (count, then fill): no extra sync to decide
         capacity = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)

@@ -14,7 +14,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops.reference import selection_scores
-from vecdit.ops.selection import RUNNING_TILE
+from vecdit.ops.selection import RUNNING_TILE, SelectionBitmask, vector_selection_bitmask
 
 # (batch, Sq, Sk, heads, head_dim): awkward lengths (tails), Sq != Sk both ways, both head dims
 SHAPES = [
@@ -203,6 +203,26 @@ def test_selection_lists_are_ascending_over_many_mask_words(device):
     for r in range(count.numel()):
         row = sel.column_index[off[r]:off[r] + count[r]].cpu()
         assert bool((row[1:] > row[:-1]).all()) and int(row.min()) >= 0 and int(row.max()) < 1137
+
+
+@pytest.mark.parametrize("mode", ["exact", "running"])
+def test_selection_bitmask_expands_to_the_same_lists(mode, device):
+    # the compact form kept for reuse: same keys as vector_selection, 9/64 bytes per (block, key)
+    q, k, _ = make_qkv((2, 150, 1137, 2, 64), torch.bfloat16, device, spread=3.0)
+    threshold = torch.tensor([0.2, 0.5])
+    sel = vector_selection(q, k, threshold, mode=mode)
+    bits = vector_selection_bitmask(q, k, threshold, mode=mode)
+    again = bits.expand()
+    assert torch.equal(again.column_index, sel.column_index) and torch.equal(again.column_offset, sel.column_offset)
+    assert torch.equal(again.column_count, sel.column_count)
+    assert bits.nbytes() == 2 * 2 * 3 * 18 * 9  # rows x words x (8 + 1) bytes
+    ref = vector_selection_reference(q.cpu(), k.cpu(), threshold, mode=mode)
+    packed = SelectionBitmask.from_selection(ref)  # round trip of the reference: exact
+    assert torch.equal(packed.expand().to_mask(), ref.to_mask())
+    assert bits.word_count.dtype == torch.uint8
+    assert torch.equal(bits.word_count.sum(1).cpu().int(), sel.column_count.reshape(-1).cpu())
+    scores = selection_scores(q, k).cpu()
+    assert_same_selection(again, ref, scores, rule_cutoffs(scores, threshold, mode))
 
 
 def test_selection_then_attention_end_to_end(device):

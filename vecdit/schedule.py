@@ -59,7 +59,7 @@ class _Tracker:
     branch: str = "default"
     phase: Phase = Phase.DENSE
     num_inference_steps: int | None = None
-    selections: dict = field(default_factory=dict)  # (branch, layer) -> VectorSelection
+    selections: dict = field(default_factory=dict)  # (branch, layer) -> SelectionBitmask
     cached_bytes: int = 0
     history: list = field(default_factory=list)  # (branch, step, phase) per forward
     stats: list = field(default_factory=list)

@@ -2,14 +2,16 @@
 """Kernels of vecdit: vector selection and vector-sparse attention (Triton), with references."""
 from .attention import vector_sparse_attention
 from .reference import attention_reference, vec_sparse_attention_reference, vector_selection_reference
-from .selection import SELECTION_MODES, VectorSelection, vector_selection
+from .selection import SELECTION_MODES, SelectionBitmask, VectorSelection, vector_selection, vector_selection_bitmask
 
 __all__ = [
     "SELECTION_MODES",
+    "SelectionBitmask",
     "VectorSelection",
     "attention_reference",
     "vec_sparse_attention_reference",
     "vector_selection",
+    "vector_selection_bitmask",
     "vector_selection_reference",
     "vector_sparse_attention",
 ]
