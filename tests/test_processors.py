@@ -243,3 +243,19 @@ def test_transformer_benchmark_calibration_runs_on_a_tiny_model():
     table = calibrate(model, inputs, density=0.5, num_layers=2)
     assert table.shape == (2, 1) and bool(((table > 0) & (table <= 1)).all())
     assert not vecdit.is_enabled(model)  # calibration removes itself
+
+
+def test_torch_compile_of_the_whole_transformer_matches_eager():
+    # users compile the transformer; vecdit's host-side decisions (the step, the dense fallback on
+    # the selected count) become graph breaks, never errors or different results
+    model = tiny_wan_transformer().to(torch.bfloat16)  # bf16: the Triton ops (custom ops) run
+    inputs = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+              for k, v in wan_inputs().items()}
+    model.set_attn_processor(VecAttnProcessor(SPARSE))
+    eager = run(model, inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    with torch.no_grad():
+        out = compiled(**inputs)[0]
+    assert torch.equal(out, eager)
+    torch._dynamo.reset()

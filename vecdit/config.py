@@ -96,6 +96,8 @@ class VecAttnConfig:
         return math.ceil(self.dense_steps * num_inference_steps)
 
     def threshold_for(self, layer: int, heads: int) -> float | torch.Tensor:
+        if isinstance(self.threshold, (int, float)):
+            return float(self.threshold)  # plain Python: nothing for torch.compile to break on
         t = torch.as_tensor(self.threshold, dtype=torch.float32)
         if t.dim() == 2:
             if layer >= t.shape[0]:

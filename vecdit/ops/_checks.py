@@ -1,5 +1,6 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Input checks shared by the ops: every error names the parameter and what is allowed."""
+import math
 import os
 
 import torch
@@ -61,6 +62,10 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -
 
 def check_threshold(threshold, heads: int, device) -> torch.Tensor:
     """Scalar or per-head threshold in (0, 1] -> per-head gap = -ln(threshold), fp32 [heads]."""
+    if isinstance(threshold, (int, float)):  # checked in Python: no host sync, no graph break
+        if not 0 < threshold <= 1:
+            raise ValueError(f"`threshold` must lie in (0, 1], got {threshold}")
+        return torch.full((heads,), -math.log(threshold), dtype=torch.float32, device=device)
     t = torch.as_tensor(threshold, dtype=torch.float64)
     if t.dim() > 1 or (t.dim() == 1 and t.numel() != heads):
         raise ValueError(f"`threshold` must be a scalar or have one value per head ({heads}), got shape {tuple(t.shape)}")
