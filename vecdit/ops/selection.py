@@ -157,6 +157,16 @@ def _check_budget(max_density, min_columns, num_keys) -> tuple[int, int]:
     return max_columns, min_columns
 
 
+def _selection_args(q, k, threshold, mode, max_density, min_columns, scale):
+    """Checked arguments of a selection: (per-head gap, max_columns, min_columns, scale)."""
+    check_qkv(q, k)
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"`mode` must be one of {SELECTION_MODES}, got {mode!r}")
+    gap = check_threshold(threshold, q.shape[2], q.device)
+    max_columns, min_columns = _check_budget(max_density, min_columns, k.shape[1])
+    return gap, max_columns, min_columns, q.shape[3] ** -0.5 if scale is None else float(scale)
+
+
 def vector_selection(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -191,14 +201,9 @@ def vector_selection(
         then expanded into an index buffer of exactly the kept size; peak memory is the kept
         indices plus those Sk * 3/16 bytes per query block, at any sequence length.
     """
-    check_qkv(q, k)
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"`mode` must be one of {SELECTION_MODES}, got {mode!r}")
-    batch, seq_q, heads, dim = q.shape
+    gap, max_columns, min_columns, scale = _selection_args(q, k, threshold, mode, max_density, min_columns, scale)
+    batch, seq_q, heads, _ = q.shape
     num_keys = k.shape[1]
-    gap = check_threshold(threshold, heads, q.device)
-    max_columns, min_columns = _check_budget(max_density, min_columns, num_keys)
-    scale = dim ** -0.5 if scale is None else float(scale)
     index, offset, count = torch.ops.vecdit.vec_select(q, k, gap, mode == "running", max_columns, min_columns, scale)
     nqb = num_query_blocks(seq_q)
     return VectorSelection(index, offset, count.view(batch, heads, nqb), batch, heads, nqb, num_keys)
@@ -320,14 +325,9 @@ def vector_selection_bitmask(
 
     Same arguments and the same kept keys; `.expand()` gives what `vector_selection` returns.
     """
-    check_qkv(q, k)
-    if mode not in SELECTION_MODES:
-        raise ValueError(f"`mode` must be one of {SELECTION_MODES}, got {mode!r}")
-    batch, seq_q, heads, dim = q.shape
+    gap, max_columns, min_columns, scale = _selection_args(q, k, threshold, mode, max_density, min_columns, scale)
+    batch, seq_q, heads, _ = q.shape
     num_keys = k.shape[1]
-    gap = check_threshold(threshold, heads, q.device)
-    max_columns, min_columns = _check_budget(max_density, min_columns, num_keys)
-    scale = dim ** -0.5 if scale is None else float(scale)
     nqb = num_query_blocks(seq_q)
     if not use_triton(q):
         from .reference import vector_selection_reference
