@@ -83,3 +83,18 @@ def test_sampled_blocks_give_the_same_metrics_as_full_rows_for_those_blocks():
     full = compare_patterns(q, k, v, densities=(0.25,), patterns=("vector-oracle", "oracle"))
     sampled = compare_patterns(q, k, v, densities=(0.25,), patterns=("vector-oracle", "oracle"), blocks=3)
     assert [r["recall"] for r in full] == pytest.approx([r["recall"] for r in sampled])  # 3 blocks = all rows here
+
+
+def test_benchmark_structured_inputs_are_the_lab_proxy(monkeypatch):
+    # `python -m vecdit.bench attention --inputs structured` times the kernels on the proxy's grid
+    from vecdit.bench import attention as bench
+
+    monkeypatch.setitem(bench.SHAPES, "tiny-test", dict(heads=2, video=192, text=8))
+    monkeypatch.setitem(bench.STRUCTURED_GEOMETRY, "tiny-test", "tiny")
+    q, k, v = bench.make_inputs("tiny-test", device="cpu", inputs="structured")
+    assert q.shape == k.shape == v.shape == (1, 200, 2, 128) and q.dtype == torch.bfloat16
+    pq, pk, _ = structured_qkv(SyntheticConfig(geometry="tiny", heads=2, head_dim=128, seed=0))
+    assert torch.equal(q[:, :192], pq.to(torch.bfloat16)) and torch.equal(k[:, :192], pk.to(torch.bfloat16))
+    assert torch.isfinite(v.float()).all()
+    with pytest.raises(ValueError, match="inputs"):
+        bench.make_inputs("tiny-test", device="cpu", inputs="zeros")

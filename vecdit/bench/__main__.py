@@ -11,12 +11,14 @@ import torch
 def _attention_markdown(env: dict, results: list[dict], sweep_rows: list[dict] | None) -> str:
     lines = [f"# vecdit attention benchmark on {env['card']}", "",
              f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, {env['date']}. "
-             "bf16, head_dim 128, batch 1, medians of triton.testing.do_bench. Random inputs; threshold "
+             "bf16, head_dim 128, batch 1, medians of triton.testing.do_bench. Inputs: `random` (i.i.d., "
+             "no locality) or `structured` (the fidelity lab's proxy of video attention); threshold "
              "calibrated per target density; `rel err vs dense` is large by construction on random "
              "(flat) attention, `kernel err` is vs an fp32 reference of the same selection.", ""]
     for r in results:
         d = r["dense"]
-        lines += [f"## {r['shape']}: {r['heads']} heads, {r['video_tokens']} video + {r['text_tokens']} text tokens", "",
+        lines += [f"## {r['shape']} ({r.get('inputs', 'random')} inputs): {r['heads']} heads, {r['video_tokens']} video + "
+                  f"{r['text_tokens']} text tokens", "",
                   f"dense SDPA cuDNN {d['cudnn']['ms']:.2f} ms ({d['cudnn']['tflops']:.0f} TFLOP/s), "
                   f"flash {d['flash']['ms']:.2f} ms ({d['flash']['tflops']:.0f} TFLOP/s)", "",
                   "| mode | density | selection ms | attention ms | total ms | x cuDNN | x flash | sel / dense | attn TFLOP/s (computed) | peak extra GB | index GB | rel err vs dense | kernel err |",
@@ -65,6 +67,10 @@ def main(argv=None) -> int:
     att.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     att.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES))
     att.add_argument("--modes", nargs="+", default=["exact"], choices=["exact", "running"])
+    from .attention import INPUTS
+
+    att.add_argument("--inputs", nargs="+", default=["random"], choices=list(INPUTS),
+                     help="random (i.i.d., the worst case for locality) and/or structured (the lab's video proxy)")
     att.add_argument("--sweep", action="store_true", help="also time kernel launch settings")
     att.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
@@ -96,9 +102,10 @@ def main(argv=None) -> int:
     sweep_rows = sweep() if args.sweep else None
     results = []
     for shape in args.shapes:
-        results.append(run_shape(shape, args.densities, args.modes))
-        print(_attention_markdown(env, [results[-1]], None), flush=True)
-        torch.cuda.empty_cache()
+        for inputs in args.inputs:
+            results.append(run_shape(shape, args.densities, args.modes, inputs))
+            print(_attention_markdown(env, [results[-1]], None), flush=True)
+            torch.cuda.empty_cache()
     md = _attention_markdown(env, results, sweep_rows)
     paths = write_results("attention", {"environment": env, "results": results, "sweep": sweep_rows}, md, args.out)
     print(md)

@@ -29,13 +29,32 @@ DENSITIES = (0.5, 0.25, 0.1)
 HEAD_DIM = 128
 
 
-def make_inputs(shape: str, seed: int = 0, device="cuda"):
+# the fidelity lab's structured proxy of each shape's video grid (vecdit/lab/synthetic.py)
+STRUCTURED_GEOMETRY = {"wan2.1-1.3b-480p": "wan2.1-480p", "wan2.1-14b-720p": "wan2.1-720p",
+                       "hunyuanvideo-720p": "hunyuanvideo-720p"}
+INPUTS = ("random", "structured")
+
+
+def make_inputs(shape: str, seed: int = 0, device="cuda", inputs: str = "random"):
+    """bf16 q, k, v `[1, S, H, 128]`. `random`: i.i.d. normal (no locality: neighbouring query
+    blocks select unrelated keys, the worst case for caches). `structured`: the lab's proxy of
+    video attention (smooth content on the frame grid, the model's 3D RoPE, local to global heads),
+    with the text tokens (HunyuanVideo) i.i.d. normal."""
     cfg = SHAPES[shape]
     seq = cfg["video"] + cfg["text"]
     g = torch.Generator(device=device).manual_seed(seed)
-    # one fused projection output split into q, k, v: strided views, as diffusers often hands them
-    qkv = torch.randn(1, seq, 3, cfg["heads"], HEAD_DIM, device=device, dtype=torch.bfloat16, generator=g)
-    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if inputs == "random":
+        # one fused projection output split into q, k, v: strided views, as diffusers often hands them
+        qkv = torch.randn(1, seq, 3, cfg["heads"], HEAD_DIM, device=device, dtype=torch.bfloat16, generator=g)
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if inputs != "structured":
+        raise ValueError(f"`inputs` must be one of {INPUTS}, got {inputs!r}")
+    from vecdit.lab.synthetic import SyntheticConfig, structured_qkv
+
+    video = structured_qkv(SyntheticConfig(geometry=STRUCTURED_GEOMETRY[shape], heads=cfg["heads"], head_dim=HEAD_DIM,
+                                           seed=seed), device=device)
+    text = torch.randn(3, 1, cfg["text"], cfg["heads"], HEAD_DIM, device=device, generator=g)
+    return tuple(torch.cat([x, t], 1).to(torch.bfloat16) for x, t in zip(video, text))
 
 
 def calibrate_threshold(q, k, density: float, steps: int = 18) -> float:
@@ -56,13 +75,13 @@ def dense_sdpa(q, k, v, backend):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
-def run_shape(shape: str, densities=DENSITIES, modes=("exact",)) -> dict:
+def run_shape(shape: str, densities=DENSITIES, modes=("exact",), inputs: str = "random") -> dict:
     cfg = SHAPES[shape]
     video, text, heads = cfg["video"], cfg["text"], cfg["heads"]
-    q, k, v = make_inputs(shape)
+    q, k, v = make_inputs(shape, inputs=inputs)
     seq = video + text
     dense_flops = 4 * seq * seq * heads * HEAD_DIM
-    res = {"shape": shape, "heads": heads, "video_tokens": video, "text_tokens": text, "head_dim": HEAD_DIM,
+    res = {"shape": shape, "inputs": inputs, "heads": heads, "video_tokens": video, "text_tokens": text, "head_dim": HEAD_DIM,
            "dense_tflop": dense_flops / 1e12, "dense": {}, "vecdit": []}
     ref = None
     for backend in ("cudnn", "flash"):

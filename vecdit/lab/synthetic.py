@@ -20,6 +20,7 @@ import torch.nn.functional as F
 GEOMETRIES = {
     # name: (frames, height, width) token grid, rope axes (t, h, w) in head dims, theta
     "wan2.1-480p": ((21, 30, 52), (44, 42, 42), 10000.0),
+    "wan2.1-720p": ((21, 45, 80), (44, 42, 42), 10000.0),
     "hunyuanvideo-720p": ((33, 45, 80), (16, 56, 56), 256.0),
     "tiny": ((3, 8, 8), (44, 42, 42), 10000.0),
     "cpu-small": ((5, 16, 24), (44, 42, 42), 10000.0),  # Wan's RoPE on a grid a CPU handles densely
@@ -59,10 +60,12 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def rope_3d(x: torch.Tensor, grid: tuple[int, int, int], axes: tuple[int, int, int], theta: float) -> torch.Tensor:
     """Interleaved-pair 3D rotary embedding of x [S, H, D], S = t * h * w in raster order."""
     t, h, w = grid
-    pos = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 3)
+    ar = dict(device=x.device)
+    pos = torch.stack(torch.meshgrid(torch.arange(t, **ar), torch.arange(h, **ar), torch.arange(w, **ar), indexing="ij"),
+                      -1).reshape(-1, 3)
     angles = []
     for axis, dims in enumerate(axes):
-        freqs = theta ** (-torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+        freqs = theta ** (-torch.arange(0, dims, 2, dtype=torch.float64, device=x.device) / dims)
         angles.append(pos[:, axis, None].double() * freqs[None])
     ang = torch.cat(angles, -1).float()[:, None, :]  # [S, 1, D/2]
     x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -72,8 +75,9 @@ def rope_3d(x: torch.Tensor, grid: tuple[int, int, int], axes: tuple[int, int, i
     return out
 
 
-def structured_qkv(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 q, k, v of shape [1, S, heads, head_dim] (diffusers' layout)."""
+def structured_qkv(cfg: SyntheticConfig, device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 q, k, v of shape [1, S, heads, head_dim] (diffusers' layout). The random draws are made
+    on the CPU (the same values on any device); the projections and RoPE run on `device`."""
     grid, axes, theta = GEOMETRIES[cfg.geometry]
     if sum(axes) != cfg.head_dim:
         scale = cfg.head_dim / sum(axes)
@@ -86,14 +90,15 @@ def structured_qkv(cfg: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor, to
     content = content.reshape(cfg.head_dim, seq).T
     content = (content - content.mean(0)) / content.std(0).clamp_min(1e-6)  # [S, D]
     proj = torch.randn(3, cfg.heads, cfg.head_dim, cfg.head_dim, generator=g) / math.sqrt(cfg.head_dim)
+    content, proj = content.to(device), proj.to(device)
     q = torch.einsum("sd,hde->she", content, proj[0])
     k = torch.einsum("sd,hde->she", content, proj[0]) + 0.5 * torch.einsum("sd,hde->she", content, proj[1])
     v = torch.einsum("sd,hde->she", content, proj[2])
     lo, hi = cfg.sharpness
-    temp = torch.logspace(math.log10(lo), math.log10(hi), cfg.heads)[None, :, None]
+    temp = torch.logspace(math.log10(lo), math.log10(hi), cfg.heads, device=device)[None, :, None]
     q = q * temp
     if cfg.global_tokens:
-        idx = torch.randperm(seq, generator=g)[: cfg.global_tokens]
+        idx = torch.randperm(seq, generator=g)[: cfg.global_tokens].to(device)
         direction = q.mean(0)  # [H, D]: what the average query looks for
         k[idx] = k[idx] + cfg.global_strength * direction / direction.norm(dim=-1, keepdim=True) * math.sqrt(cfg.head_dim)
     q, k = rope_3d(q, grid, axes, theta), rope_3d(k, grid, axes, theta)
