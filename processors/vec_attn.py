@@ -21,6 +21,7 @@ from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get
 from vecdit.config import VecAttnConfig
 from vecdit.ops import (
     SelectionBitmask,
+    rotary_pairs_,
     vec_sparse_attention_reference,
     vector_selection,
     vector_selection_bitmask,
@@ -108,8 +109,8 @@ class VecAttnProcessor:
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
         if rotary_emb is not None:
-            query = _wan_rotary(query, *rotary_emb)
-            key = _wan_rotary(key, *rotary_emb)
+            query = _wan_rope(query, *rotary_emb)
+            key = _wan_rope(key, *rotary_emb)
         parallel = self._parallel()
         if parallel is None:
             out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
@@ -148,8 +149,8 @@ class VecAttnProcessor:
         x = hidden_states if dual else torch.cat([hidden_states, encoder_hidden_states], dim=1)
         query, key, value = _heads_qkv(attn, x, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k)
         if image_rotary_emb is not None:  # RoPE on the video rows only
-            query = torch.cat([apply_rotary_emb(query[:, :n_video], image_rotary_emb, sequence_dim=1), query[:, n_video:]], 1)
-            key = torch.cat([apply_rotary_emb(key[:, :n_video], image_rotary_emb, sequence_dim=1), key[:, n_video:]], 1)
+            query = _hunyuan_rope(query, n_video, image_rotary_emb)
+            key = _hunyuan_rope(key, n_video, image_rotary_emb)
         if dual:
             eq, ek, ev = _heads_qkv(attn, encoder_hidden_states, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj,
                                     attn.norm_added_q, attn.norm_added_k)
@@ -282,6 +283,28 @@ def _heads_qkv(attn, x, to_q, to_k, to_v, norm_q, norm_k):
     """Projections split into heads [B, S, H, D], with HunyuanVideo's per-head qk-norm."""
     q, k, v = (proj(x).unflatten(2, (attn.heads, -1)) for proj in (to_q, to_k, to_v))
     return (norm_q(q) if norm_q is not None else q), (norm_k(k) if norm_k is not None else k), v
+
+
+def _fused_rope(x) -> bool:
+    # in place on a fresh projection output, inference only (the op has no backward)
+    return use_triton(x) and x.dtype in SUPPORTED_DTYPES and x.shape[-1] in SUPPORTED_HEAD_DIMS and not x.requires_grad
+
+
+def _hunyuan_rope(x, n_video, image_rotary_emb):
+    """diffusers' HunyuanVideo RoPE on the first `n_video` rows; one in-place pass where the
+    kernel applies (its pairs share an angle: cos/sin are repeat-interleaved)."""
+    cos, sin = image_rotary_emb
+    if _fused_rope(x) and cos.shape == (n_video, x.shape[-1]):
+        rotary_pairs_(x[:, :n_video], cos[:, 0::2].float(), sin[:, 0::2].float())
+        return x
+    return torch.cat([apply_rotary_emb(x[:, :n_video], image_rotary_emb, sequence_dim=1), x[:, n_video:]], 1)
+
+
+def _wan_rope(x, freqs_cos, freqs_sin):
+    """Wan's processor RoPE (`freqs_*` `[1, S, 1, D]`); one in-place pass where the kernel applies."""
+    if _fused_rope(x) and freqs_cos.shape == (1, x.shape[1], 1, x.shape[-1]):
+        return rotary_pairs_(x, freqs_cos[0, :, 0, 0::2].float(), freqs_sin[0, :, 0, 1::2].float())
+    return _wan_rotary(x, freqs_cos, freqs_sin)
 
 
 def _wan_rotary(x, freqs_cos, freqs_sin):

@@ -232,3 +232,47 @@ def test_selection_then_attention_end_to_end(device):
     out = vector_sparse_attention(q, k, v, sel, dense_range=(250, 260))
     ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, (250, 260))
     assert rel_err(out, ref) <= 1e-2
+
+
+def test_rotary_pairs_in_place_matches_the_stock_formulas(device):
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    from vecdit.ops import rotary_pairs_
+    from vecdit.ops.rope import rotary_pairs_reference
+
+    g = torch.Generator().manual_seed(3)
+    seq, heads, dim = 70, 3, 64  # 70 tokens: a ragged last block of 32
+    qkv = torch.randn(2, seq + 5, 3, heads, dim, generator=g).to(torch.bfloat16).to(device)
+    ang = torch.rand(seq, dim // 2, generator=g) * 6
+    cos, sin = ang.cos().repeat_interleave(2, -1).to(device), ang.sin().repeat_interleave(2, -1).to(device)
+    x = qkv[:, :seq, 0]  # a strided view, rotated in place
+    before, untouched = x.clone(), (qkv[:, seq:].clone(), qkv[:, :seq, 1:].clone())
+    hunyuan = apply_rotary_emb(before, (cos, sin), sequence_dim=1)
+    x1, x2 = before.unflatten(-1, (-1, 2)).unbind(-1)  # Wan's processor formula
+    wan = torch.empty_like(before)
+    wan[..., 0::2], wan[..., 1::2] = x1 * cos[None, :, None, 0::2] - x2 * sin[None, :, None, 1::2], \
+        x1 * sin[None, :, None, 1::2] + x2 * cos[None, :, None, 0::2]
+    assert rotary_pairs_(x, cos[:, 0::2], sin[:, 0::2]) is x
+    assert torch.equal(qkv[:, seq:], untouched[0]) and torch.equal(qkv[:, :seq, 1:], untouched[1])
+    # fp32 math, rounded once: within one bf16 ulp of the stock formulas (Triton's CPU interpreter
+    # truncates fp32 -> bf16 where the GPU rounds to nearest)
+    for stock in (hunyuan, wan):
+        assert float(((x.float() - stock.float()).abs() / stock.float().abs().clamp_min(1e-2)).max()) <= 2 ** -7
+    assert torch.equal(rotary_pairs_reference(before, cos[:, 0::2], sin[:, 0::2]), hunyuan)
+    with pytest.raises(ValueError, match="cos"):
+        rotary_pairs_(x, cos, sin)
+
+
+def test_rotary_pairs_kernel_matches_the_reference_in_fp32(device):
+    import triton
+
+    from vecdit.ops._rope_kernel import rotary_pairs_kernel
+    from vecdit.ops.rope import rotary_pairs_reference
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 45, 2, 32, generator=g).to(device)
+    cos, sin = torch.rand(2, 45, 16, generator=g).to(device).unbind(0)
+    want = rotary_pairs_reference(x, cos, sin)
+    rotary_pairs_kernel[(triton.cdiv(45, 32), 2)](x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 45,
+                                                  HALF_DIM=16, BLOCK_S=32)
+    assert float((x - want).abs().max()) <= 1e-6  # the GPU may fuse a multiply-add: an fp32 ulp
