@@ -92,3 +92,19 @@ def test_torch_compile_fullgraph_does_not_break(device):
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     eager = block(q, k, v)
     assert torch.allclose(compiled(q, k, v).float(), eager.float(), atol=1e-2)
+
+
+def test_torch_compile_fullgraph_with_the_in_place_rotary(device):
+    from vecdit.ops import rotary_pairs_
+
+    def block(x, cos, sin):
+        y = x * 1.0
+        rotary_pairs_(y, cos, sin)  # a mutating custom op: functionalized, not a graph break
+        return y + 1.0
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 40, 2, 64, generator=g).to(device, torch.bfloat16)
+    cos, sin = torch.rand(2, 40, 32, generator=g).to(device).unbind(0)
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x, cos, sin), block(x, cos, sin))
