@@ -83,7 +83,8 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, o_base, stride_os, Sq, q_s
         gl.thread_barrier()
         mbarrier.arrive(empty.index(s))
         m_i = m_new
-    out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
+    l_safe = gl.where(l_i > 0.0, l_i, 1.0)  # a block with nothing selected stores zeros, not NaN
+    out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
     offs_m = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     ptrs = O + o_base + gl.expand_dims(offs_m, 1) * stride_os + gl.expand_dims(offs_d, 0)
@@ -119,6 +120,7 @@ def gluon_sparse_attn_kernel(Q, K, V, O, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COU
         mbarrier.init(full.index(i), count=PRODUCER_WARPS * 32)  # one noinc arrival per producer thread
         mbarrier.init(empty.index(i), count=1)
     fence_async_shared()  # Q written by plain stores, read by wgmma
+    gl.thread_barrier()  # barriers initialised before any partition waits on them
 
     gl.warp_specialize([
         (_consumer, (q_smem, k_smem, v_smem, full, empty, O, h * stride_oh, stride_os, Sq, q_start, n_tiles,
