@@ -25,7 +25,13 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_init,
+    warpgroup_mma_wait,
+)
 
 LOG2E = 1.4426950408889634
 
@@ -70,44 +76,35 @@ def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, s
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
-              count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
-    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    for t in range(n_tiles):
-        s = t % STAGES
-        # keys of this tile that exist (the last tile of the dense range or of the list is partial)
-        if t < n_dense_tiles:
-            n_valid = dense_len - t * BLOCK_N
-        else:
-            n_valid = count - (t - n_dense_tiles) * BLOCK_N
-        mbarrier.wait(full.index(s), (t // STAGES) & 1)
-        # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
-        fence_async_shared()
-        qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
-        scores = qk * qk_scale_log2
-        if n_valid < BLOCK_N:
-            scores = gl.where(gl.expand_dims(offs_n < n_valid, 0), scores, float("-inf"))
-        # every tile has a valid key for every row (validity is per key), so m_new is finite
-        m_new = gl.maximum(m_i, gl.max(scores, 1))
-        alpha = gl.exp2(m_i - m_new)
-        p = gl.exp2(scores - gl.expand_dims(m_new, 1))
-        l_i = l_i * alpha + gl.sum(p, 1)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        acc = warpgroup_mma(gl.convert_layout(p.to(gl.bfloat16), p_layout), v_smem.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        # every consumer warp has waited for its wgmma; then one thread releases the stage
-        gl.thread_barrier()
-        mbarrier.arrive(empty.index(s))
-        m_i = m_new
+def _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N: gl.constexpr):
+    # keys of tile t that exist (the last tile of the dense range or of the list is partial)
+    if t < n_dense_tiles:
+        n = dense_len - t * BLOCK_N
+    else:
+        n = count - (t - n_dense_tiles) * BLOCK_N
+    return n
+
+
+@gluon.jit
+def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
+                  o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc)."""
+    scores = qk * qk_scale_log2
+    if n_valid < BLOCK_N:
+        offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        scores = gl.where(gl.expand_dims(offs_n < n_valid, 0), scores, float("-inf"))
+    # every tile has a valid key for every row (validity is per key), so m_new is finite
+    m_new = gl.maximum(m_i, gl.max(scores, 1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(scores - gl.expand_dims(m_new, 1))
+    l_i = l_i * alpha + gl.sum(p, 1)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+    return gl.convert_layout(p.to(gl.bfloat16), p_layout), m_new, l_i, acc
+
+
+@gluon.jit
+def _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
     has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
     l_safe = gl.where(has_mass, l_i, 1.0)
     out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
@@ -121,6 +118,74 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, str
 
 
 @gluon.jit
+def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+              count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    for t in range(n_tiles):
+        s = t % STAGES
+        mbarrier.wait(full.index(s), (t // STAGES) & 1)
+        # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
+        fence_async_shared()
+        qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        # every consumer warp has waited for its wgmma; then one thread releases the stage
+        gl.thread_barrier()
+        mbarrier.arrive(empty.index(s))
+    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
+               s_layout, o_layout)
+
+
+@gluon.jit
+def _consumer_overlap(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq,
+                      q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+                      HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """`_consumer` with FlashAttention-3's intra-warpgroup overlap: Q K^T of tile t+1 is issued
+    before the softmax of tile t, so the tensor cores work while the softmax runs."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    acc_tok = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout))
+    qk_tok = warpgroup_mma_init(zero_s)
+    if n_tiles > 0:
+        mbarrier.wait(full.index(0), 0)
+        fence_async_shared()
+        qk_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    for t in range(n_tiles):
+        s = t % STAGES
+        qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_tok, acc_tok))
+        if t > 0:  # P V of tile t-1 is done: its stage can be refilled
+            gl.thread_barrier()
+            mbarrier.arrive(empty.index((t - 1) % STAGES))
+        if t + 1 < n_tiles:
+            s1 = (t + 1) % STAGES
+            mbarrier.wait(full.index(s1), ((t + 1) // STAGES) & 1)
+            fence_async_shared()
+            qk_tok = warpgroup_mma(q_smem, k_smem.index(s1).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        else:
+            qk_tok = warpgroup_mma_init(zero_s)
+        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc_tok = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, ))
+    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
+               s_layout, o_layout)
+
+
+@gluon.jit
 def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, qk_scale_log2,
                              stride_qb, stride_qs, stride_qh, stride_qd,
                              stride_kb, stride_ks, stride_kh, stride_kd,
@@ -128,7 +193,8 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              stride_ob, stride_os, stride_oh, stride_od,
                              H, Sq, num_query_blocks, dense_start, dense_end,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                             STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                             STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                             OVERLAP: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     b = (bh // H).to(gl.int64)
@@ -159,17 +225,30 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     fence_async_shared()  # Q written by plain stores, read by wgmma
     gl.thread_barrier()  # barriers initialised before any partition waits on them
 
-    gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh, bh.to(gl.int64) * Sq,
-                     stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
-        (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
-                     b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
-                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
-    ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    # (a constexpr choice of function is not allowed here: one call per consumer)
+    if OVERLAP:
+        gl.warp_specialize([
+            (_consumer_overlap, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
+                             bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
+                             n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
+                     bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
+                     n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
 
 
-CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=2, PRODUCER_WARPS=4, PRODUCER_REGS=88)
+CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=2, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False)
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
@@ -191,9 +270,11 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     return out, lse
 
 
-# (STAGES, PRODUCER_WARPS, PRODUCER_REGS, maxnreg): STAGES 2 uses 82 KB of shared memory, so two
-# programs fit an SM if registers allow (maxnreg 128: 256 threads x 128); STAGES 3-4 run one per SM
-VARIANTS = [(2, 4, 88, None), (2, 4, 88, 128), (3, 4, 88, None), (4, 4, 88, None), (2, 2, 120, 128), (3, 2, 120, None)]
+# (STAGES, PRODUCER_WARPS, PRODUCER_REGS, maxnreg, OVERLAP): STAGES 2 uses 82 KB of shared memory,
+# so two programs fit an SM if registers allow (maxnreg 128: 256 threads x 128); STAGES 3-4 run one
+# per SM; OVERLAP issues the next tile's Q K^T before this tile's softmax
+VARIANTS = [(2, 4, 88, None, False), (2, 4, 88, 128, False), (3, 4, 88, None, False), (4, 4, 88, None, False),
+            (2, 2, 120, 128, False), (2, 4, 88, 128, True), (3, 4, 88, None, True), (4, 4, 88, None, True)]
 
 
 def compile_only():
@@ -210,14 +291,15 @@ def compile_only():
     # as the JIT specializes: pointers and the strides other than head_dim 16-divisible, head_dim strides 1
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n[0].isupper() or
              (n.startswith("stride_") and not n.endswith("d"))}
-    for stages, pwarps, regs, maxnreg in VARIANTS:
+    for stages, pwarps, regs, maxnreg, overlap in VARIANTS:
         constexprs = {"HEAD_DIM": 128, **CONFIG, "STAGES": stages, "PRODUCER_WARPS": pwarps, "PRODUCER_REGS": regs,
+                      "OVERLAP": overlap,
                       **{n: 1 for n in strides if n.endswith("d")}}
         full_sig = {**sig, **{name: "constexpr" for name in constexprs}}
         src = GluonASTSource(gluon_sparse_attn_kernel, full_sig, constexprs, attrs)
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})
         ptx = kernel.asm["ptx"]
-        print(f"STAGES {stages} producer warps {pwarps} regs {regs} maxnreg {maxnreg}: shared {kernel.metadata.shared} bytes; "
+        print(f"STAGES {stages} producer warps {pwarps} regs {regs} maxnreg {maxnreg} overlap {overlap}: shared {kernel.metadata.shared} bytes; "
               f"wgmma {ptx.count('wgmma.mma_async')}, cp.async {ptx.count('cp.async.cg') + ptx.count('cp.async.ca')}, "
               f"noinc arrives {ptx.count('cp.async.mbarrier.arrive.noinc')}")
 
@@ -244,8 +326,8 @@ def main():
     rows = [dict(kernel="triton (production)", ms=ms, tflops=flops / ms / 1e9, density=float(sel.density()),
                  worst_block_err_vs_fp32=sampled_block_error(qv, k, v, sel, (video, total)))]
     print(rows[-1], flush=True)
-    for stages, pwarps, regs, maxnreg in VARIANTS:
-        cfg = dict(STAGES=stages, PRODUCER_WARPS=pwarps, PRODUCER_REGS=regs, maxnreg=maxnreg)
+    for stages, pwarps, regs, maxnreg, overlap in VARIANTS:
+        cfg = dict(STAGES=stages, PRODUCER_WARPS=pwarps, PRODUCER_REGS=regs, maxnreg=maxnreg, OVERLAP=overlap)
         try:
             out, lse = gluon_sparse_attention(*args, **cfg)
             torch.cuda.synchronize()
