@@ -5,7 +5,7 @@
 # Results land in $OUT; copy them into bench/results/ afterwards.
 set -u
 R=$PWD
-OUT=${OUT:-/tmp/out}
+export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # the mapped subpackages (vecdit.processors <- processors/, ...) as one importable package
