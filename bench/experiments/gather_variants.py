@@ -99,36 +99,33 @@ def main():
     ref = None
     variants = [(kr, pf, False, st) for kr in (False, True) for pf in (0, 1, 2) for st in (2, 3, 4)]
     for krow, prefetch, ws, stages in variants:
-        if True:
-            if True:
-                if True:
-                    def run():
-                        return gather_kernel[(nqb, HEADS)](
-                            q, k, v, out, index, offset, count, D ** -0.5 * LOG2E,
-                            q.stride(1), q.stride(2), k.stride(1), k.stride(2), v.stride(1), v.stride(2),
-                            out.stride(1), out.stride(2), SEQ, nqb,
-                            HEAD_DIM=D, BLOCK_M=64, BLOCK_N=64, KROW=krow, PREFETCH=prefetch, WS=ws,
-                            num_warps=4, num_stages=stages)
-                    name = f"krow{int(krow)} prefetch{int(prefetch)} ws{int(ws)} s{stages}"
-                    try:
-                        kern = run()
-                        if ref is None:
-                            ref = out.clone()
-                        diff = float((out.float() - ref.float()).norm() / ref.float().norm())
-                        ms = float(triton.testing.do_bench(run, warmup=30, rep=200, return_mode="median"))
-                        ptx = kern.asm.get("ptx", "")
-                        info = dict(regs=kern.n_regs, spills=kern.n_spills,
-                                    cp_async=len(re.findall(r"cp\.async\.(?:ca|cg)", ptx)),
-                                    wait_group=len(re.findall(r"cp\.async\.wait_group", ptx)),
-                                    wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
-                                    ld_global=len(re.findall(r"ld\.global", ptx)))
-                        rows.append(dict(name=name, ms=ms, tflops=flops / ms / 1e9, diff_vs_first=diff, **info))
-                        print(f"{name:36s} {ms:8.2f} ms {flops / ms / 1e9:6.0f} TFLOP/s diff {diff:.1e} {info}", flush=True)
-                        if name in ("krow1 prefetch2 ws0 s3", "krow0 prefetch2 ws0 s3"):
-                            with open(os.path.join(out_dir, name.replace(" ", "_") + ".ttgir"), "w") as f:
-                                f.write(kern.asm["ttgir"])
-                    except Exception as e:  # noqa: BLE001
-                        print(name, "failed:", type(e).__name__, str(e)[:300], flush=True)
+        def run():
+            return gather_kernel[(nqb, HEADS)](
+                q, k, v, out, index, offset, count, D ** -0.5 * LOG2E,
+                q.stride(1), q.stride(2), k.stride(1), k.stride(2), v.stride(1), v.stride(2),
+                out.stride(1), out.stride(2), SEQ, nqb,
+                HEAD_DIM=D, BLOCK_M=64, BLOCK_N=64, KROW=krow, PREFETCH=prefetch, WS=ws,
+                num_warps=4, num_stages=stages)
+        name = f"krow{int(krow)} prefetch{int(prefetch)} ws{int(ws)} s{stages}"
+        try:
+            kern = run()
+            if ref is None:
+                ref = out.clone()
+            diff = float((out.float() - ref.float()).norm() / ref.float().norm())
+            ms = float(triton.testing.do_bench(run, warmup=30, rep=200, return_mode="median"))
+            ptx = kern.asm.get("ptx", "")
+            info = dict(regs=kern.n_regs, spills=kern.n_spills,
+                        cp_async=len(re.findall(r"cp\.async\.(?:ca|cg)", ptx)),
+                        wait_group=len(re.findall(r"cp\.async\.wait_group", ptx)),
+                        wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
+                        ld_global=len(re.findall(r"ld\.global", ptx)))
+            rows.append(dict(name=name, ms=ms, tflops=flops / ms / 1e9, diff_vs_first=diff, **info))
+            print(f"{name:36s} {ms:8.2f} ms {flops / ms / 1e9:6.0f} TFLOP/s diff {diff:.1e} {info}", flush=True)
+            if name in ("krow1 prefetch2 ws0 s3", "krow0 prefetch2 ws0 s3"):
+                with open(os.path.join(out_dir, name.replace(" ", "_") + ".ttgir"), "w") as f:
+                    f.write(kern.asm["ttgir"])
+        except Exception as e:  # noqa: BLE001
+            print(name, "failed:", type(e).__name__, str(e)[:300], flush=True)
     with open(os.path.join(out_dir, "gather-variants.json"), "w") as f:
         json.dump(dict(card=torch.cuda.get_device_name(), triton=triton.__version__, rows=rows), f, indent=2)
     return 0
