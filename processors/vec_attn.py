@@ -16,11 +16,13 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.normalization import RMSNorm
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
 from vecdit.config import VecAttnConfig
 from vecdit.ops import (
     SelectionBitmask,
+    rms_norm_rotary_,
     rotary_pairs_,
     vec_sparse_attention_reference,
     vector_selection,
@@ -147,10 +149,10 @@ class VecAttnProcessor:
         n_video, n_text = hidden_states.shape[1], encoder_hidden_states.shape[1]
         dual = attn.add_q_proj is not None
         x = hidden_states if dual else torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        query, key, value = _heads_qkv(attn, x, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k)
-        if image_rotary_emb is not None:  # RoPE on the video rows only
-            query = _hunyuan_rope(query, n_video, image_rotary_emb)
-            key = _hunyuan_rope(key, n_video, image_rotary_emb)
+        query, key, value = _heads_qkv(attn, x, attn.to_q, attn.to_k, attn.to_v, None, None)
+        # qk-norm, then RoPE on the video rows only
+        query = _hunyuan_norm_rope(query, attn.norm_q, n_video, image_rotary_emb)
+        key = _hunyuan_norm_rope(key, attn.norm_k, n_video, image_rotary_emb)
         if dual:
             eq, ek, ev = _heads_qkv(attn, encoder_hidden_states, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj,
                                     attn.norm_added_q, attn.norm_added_k)
@@ -288,6 +290,20 @@ def _heads_qkv(attn, x, to_q, to_k, to_v, norm_q, norm_k):
 def _fused_rope(x) -> bool:
     # in place on a fresh projection output, inference only (the op has no backward)
     return use_triton(x) and x.dtype in SUPPORTED_DTYPES and x.shape[-1] in SUPPORTED_HEAD_DIMS and not x.requires_grad
+
+
+def _hunyuan_norm_rope(x, norm, n_video, image_rotary_emb):
+    """HunyuanVideo's per-head qk-norm, then RoPE on the first `n_video` rows: one in-place pass
+    where the kernel applies (a fresh projection output, diffusers' RMSNorm in x's dtype)."""
+    fused = (_fused_rope(x) and type(norm) is RMSNorm and norm.weight is not None and norm.bias is None
+             and norm.weight.dtype == x.dtype and norm.weight.shape == (x.shape[-1],))
+    if fused and image_rotary_emb is None:
+        return rms_norm_rotary_(x, norm.weight, norm.eps)
+    if fused and image_rotary_emb[0].shape == (n_video, x.shape[-1]):
+        cos, sin = image_rotary_emb
+        return rms_norm_rotary_(x, norm.weight, norm.eps, cos[:, 0::2].float(), sin[:, 0::2].float())
+    x = norm(x) if norm is not None else x
+    return _hunyuan_rope(x, n_video, image_rotary_emb) if image_rotary_emb is not None else x
 
 
 def _hunyuan_rope(x, n_video, image_rotary_emb):

@@ -266,13 +266,59 @@ def test_rotary_pairs_in_place_matches_the_stock_formulas(device):
 def test_rotary_pairs_kernel_matches_the_reference_in_fp32(device):
     import triton
 
-    from vecdit.ops._rope_kernel import rotary_pairs_kernel
+    from vecdit.ops._rope_kernel import norm_rotary_kernel
     from vecdit.ops.rope import rotary_pairs_reference
 
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1, 45, 2, 32, generator=g).to(device)
     cos, sin = torch.rand(2, 45, 16, generator=g).to(device).unbind(0)
     want = rotary_pairs_reference(x, cos, sin)
-    rotary_pairs_kernel[(triton.cdiv(45, 32), 2)](x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 45,
-                                                  HALF_DIM=16, BLOCK_S=32)
+    norm_rotary_kernel[(triton.cdiv(45, 32), 2)](x, x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 45, 45, 0.0,
+                                                 HALF_DIM=16, BLOCK_S=32, NORM=False)
     assert float((x - want).abs().max()) <= 1e-6  # the GPU may fuse a multiply-add: an fp32 ulp
+
+
+def test_rms_norm_rotary_matches_diffusers_norm_then_rope(device):
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.normalization import RMSNorm
+
+    from vecdit.ops import rms_norm_rotary_
+
+    g = torch.Generator().manual_seed(6)
+    seq, rows, heads, dim = 75, 60, 2, 64  # rows [60, 75): text tokens, normalized but not rotated
+    x = (torch.randn(1, seq, heads, dim, generator=g) * 3).to(torch.bfloat16).to(device)
+    norm = RMSNorm(dim, eps=1e-6).to(device, torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(dim, generator=g) + 0.5)
+    ang = torch.rand(rows, dim // 2, generator=g) * 6
+    cos, sin = ang.cos().repeat_interleave(2, -1).to(device), ang.sin().repeat_interleave(2, -1).to(device)
+    with torch.no_grad():
+        normed = norm(x)
+        stock = torch.cat([apply_rotary_emb(normed[:, :rows], (cos, sin), sequence_dim=1), normed[:, rows:]], 1)
+    got = rms_norm_rotary_(x.clone(), norm.weight.detach(), norm.eps, cos[:, 0::2], sin[:, 0::2])
+    # three roundings where diffusers rounds; the CPU interpreter truncates where the GPU rounds
+    # (a bias of ~half an ulp per rounding), so single elements may differ by a couple of ulps
+    only_norm = rms_norm_rotary_(x.clone(), norm.weight.detach(), norm.eps)
+    tol = 5e-3 if x.is_cuda else 2e-2
+    for a, b in ((got, stock), (only_norm, normed)):
+        assert rel_err(a, b) < tol and float((a.float() - b.float()).abs().max()) <= 0.0625
+    with pytest.raises(ValueError, match="weight"):
+        rms_norm_rotary_(x, norm.weight.detach().float(), 1e-6)
+
+
+def test_norm_rotary_kernel_math_in_fp32(device):
+    # fp32 end to end, so no rounding step can hide a wrong formula
+    import triton
+
+    from vecdit.ops._rope_kernel import norm_rotary_kernel
+    from vecdit.ops.rope import rms_norm_reference, rotary_pairs_reference
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 50, 2, 32, generator=g).to(device)
+    w = (torch.rand(32, generator=g) + 0.5).to(device)
+    cos, sin = torch.rand(2, 40, 16, generator=g).to(device).unbind(0)
+    normed = rms_norm_reference(x, w, 1e-6)
+    want = torch.cat([rotary_pairs_reference(normed[:, :40], cos, sin), normed[:, 40:]], 1)
+    norm_rotary_kernel[(triton.cdiv(50, 32), 2)](x, w, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 50, 40,
+                                                 1e-6, HALF_DIM=16, BLOCK_S=32, NORM=True)
+    assert float((x - want).abs().max()) <= 1e-5

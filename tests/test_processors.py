@@ -94,9 +94,10 @@ def test_bf16_tiny_models_run_the_triton_kernel(monkeypatch):
 
     real = attention._attn_triton
     monkeypatch.setattr(attention, "_attn_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
-    rope_calls = []
-    real_rope = vec_attn.rotary_pairs_
-    monkeypatch.setattr(vec_attn, "rotary_pairs_", lambda *a: rope_calls.append(1) or real_rope(*a))
+    rope_calls = []  # fused RoPE (Wan) and fused qk-norm + RoPE (HunyuanVideo)
+    for name in ("rotary_pairs_", "rms_norm_rotary_"):
+        real_op = getattr(vec_attn, name)
+        monkeypatch.setattr(vec_attn, name, lambda *a, _op=real_op: rope_calls.append(1) or _op(*a))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for model, inputs in ((tiny_wan_transformer(), wan_inputs()), (tiny_hunyuan_transformer(), hunyuan_inputs())):
         model = model.to(device, torch.bfloat16)
@@ -109,7 +110,7 @@ def test_bf16_tiny_models_run_the_triton_kernel(monkeypatch):
         model.set_attn_processor(VecAttnProcessor(KEEP_ALL))  # default fallback: everything kept -> dense
         assert rel(run(model, inputs).float(), stock) < 2e-2 and len(calls) == n
     assert len(calls) == 2 + 2  # Wan: 2 self-attention layers; HunyuanVideo: 1 dual + 1 single
-    assert len(rope_calls) == 2 * 2 * (2 + 2)  # fused RoPE on q and k, in both runs of each layer
+    assert len(rope_calls) == 2 * 2 * (2 + 2)  # q and k, in both runs of each layer
 
 
 def test_enable_disable_restores_stock_exactly():

@@ -1,12 +1,13 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Rotary embedding of interleaved pairs, in place (the form Wan2.1 and HunyuanVideo use)."""
+"""Rotary embedding of interleaved pairs (the form Wan2.1 and HunyuanVideo use), optionally after a
+per-head RMSNorm, in place and in one pass."""
 from __future__ import annotations
 
 import torch
 
 from ._checks import SUPPORTED_DTYPES, use_triton
 
-# tokens per program of the rotary kernel
+# tokens per program of the kernel
 ROPE_BLOCK_S = 32
 
 
@@ -25,14 +26,48 @@ def rotary_pairs_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
     Returns:
         `x`, rotated.
     """
+    _check(x, cos, sin, x.shape[1])
+    torch.ops.vecdit.norm_rotary_(x, None, 0.0, cos, sin, x.shape[1])
+    return x
+
+
+def rms_norm_rotary_(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor | None = None,
+                     sin: torch.Tensor | None = None) -> torch.Tensor:
+    """diffusers' per-head `RMSNorm(head_dim)` (fp32 statistics, rounded to the weight's dtype, times
+    the weight), then `rotary_pairs_` on the first `cos.shape[0]` rows, in place, in one pass.
+
+    Args:
+        x (`torch.Tensor`): `[B, S, H, D]`, bf16 or fp16, any strides.
+        weight (`torch.Tensor`): `[D]`, x's dtype.
+        eps (`float`): the norm's epsilon.
+        cos, sin (`torch.Tensor`, *optional*): `[R, D/2]` fp32 with R <= S: rows `[0, R)` are rotated
+            (HunyuanVideo's video tokens), the rest only normalized (its text tokens).
+    """
+    if weight.shape != (x.shape[-1],) or weight.dtype != x.dtype:
+        raise ValueError(f"`weight` must be [{x.shape[-1]}] in {x.dtype}, got {weight.dtype} {tuple(weight.shape)}")
+    rows = 0 if cos is None else cos.shape[0]
+    if cos is None:  # no rotation: angle 0 everywhere (the kernel masks the table by row)
+        cos = sin = torch.zeros(1, x.shape[-1] // 2, dtype=torch.float32, device=x.device)
+    _check(x, cos, sin, rows if rows else 1, max_rows=x.shape[1])
+    torch.ops.vecdit.norm_rotary_(x, weight, float(eps), cos, sin, rows)
+    return x
+
+
+def _check(x, cos, sin, rows, max_rows=None):
     if x.dim() != 4 or x.shape[-1] % 2:
         raise ValueError(f"`x` must be [batch, seq, heads, head_dim] with an even head_dim, got {tuple(x.shape)}")
     half = x.shape[-1] // 2
     for name, t in (("cos", cos), ("sin", sin)):
-        if t.shape != (x.shape[1], half) or t.dtype != torch.float32:
-            raise ValueError(f"`{name}` must be fp32 [seq, head_dim / 2] = {(x.shape[1], half)}, got {t.dtype} {tuple(t.shape)}")
-    torch.ops.vecdit.rotary_pairs_(x, cos, sin)
-    return x
+        if t.dim() != 2 or t.shape[1] != half or t.shape[0] != rows or t.dtype != torch.float32:
+            raise ValueError(f"`{name}` must be fp32 [rows, head_dim / 2] = {(rows, half)}, got {t.dtype} {tuple(t.shape)}")
+    if max_rows is not None and rows > max_rows:
+        raise ValueError(f"`cos`/`sin` rotate {rows} rows but `x` has {max_rows}")
+
+
+def rms_norm_reference(x, weight, eps):
+    """diffusers' RMSNorm, step by step (the kernel rounds at the same points)."""
+    y = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return y.to(weight.dtype) * weight
 
 
 def rotary_pairs_reference(x, cos, sin):
@@ -41,17 +76,21 @@ def rotary_pairs_reference(x, cos, sin):
     return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
 
 
-@torch.library.custom_op("vecdit::rotary_pairs_", mutates_args=("x",))
-def _rotary_pairs_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+@torch.library.custom_op("vecdit::norm_rotary_", mutates_args=("x",))
+def _norm_rotary_op(x: torch.Tensor, weight: torch.Tensor | None, eps: float, cos: torch.Tensor, sin: torch.Tensor,
+                    rotary_rows: int) -> None:
     half = x.shape[-1] // 2
     if not (use_triton(x) and x.dtype in SUPPORTED_DTYPES and half & (half - 1) == 0):
-        x.copy_(rotary_pairs_reference(x, cos, sin))
+        y = rms_norm_reference(x, weight, eps) if weight is not None else x
+        if rotary_rows:
+            y = torch.cat([rotary_pairs_reference(y[:, :rotary_rows], cos, sin), y[:, rotary_rows:]], 1)
+        x.copy_(y)
         return
     import triton
 
-    from ._rope_kernel import rotary_pairs_kernel
+    from ._rope_kernel import norm_rotary_kernel
 
     batch, seq, heads, _ = x.shape
-    rotary_pairs_kernel[(triton.cdiv(seq, ROPE_BLOCK_S), batch * heads)](
-        x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), heads, seq,
-        HALF_DIM=half, BLOCK_S=ROPE_BLOCK_S, num_warps=4)
+    norm_rotary_kernel[(triton.cdiv(seq, ROPE_BLOCK_S), batch * heads)](
+        x, weight if weight is not None else x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), heads, seq,
+        rotary_rows, eps, HALF_DIM=half, BLOCK_S=ROPE_BLOCK_S, NORM=weight is not None, num_warps=4)
