@@ -107,12 +107,10 @@ class VecAttnProcessor:
     # -- Wan --------------------------------------------------------------------------------------
     def _wan_self(self, attn, hidden_states, rotary_emb, phase, hook, layer):
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
-        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        # qk-norm over all heads, then RoPE
+        query = _wan_norm_rope(query.unflatten(2, (attn.heads, -1)), attn.norm_q, rotary_emb)
+        key = _wan_norm_rope(key.unflatten(2, (attn.heads, -1)), attn.norm_k, rotary_emb)
         value = value.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            query = _wan_rope(query, *rotary_emb)
-            key = _wan_rope(key, *rotary_emb)
         parallel = self._parallel()
         if parallel is None:
             out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
@@ -314,6 +312,22 @@ def _hunyuan_rope(x, n_video, image_rotary_emb):
         rotary_pairs_(x[:, :n_video], cos[:, 0::2].float(), sin[:, 0::2].float())
         return x
     return torch.cat([apply_rotary_emb(x[:, :n_video], image_rotary_emb, sequence_dim=1), x[:, n_video:]], 1)
+
+
+def _wan_norm_rope(x, norm, rotary_emb):
+    """Wan's `rms_norm_across_heads` qk-norm (torch.nn.RMSNorm over heads x head_dim), then its
+    RoPE: one in-place pass where the kernel applies (x: `[B, S, H, D]` view of a fresh projection)."""
+    width = x.shape[2] * x.shape[3]
+    fused = (_fused_rope(x) and type(norm) is torch.nn.RMSNorm and norm.weight is not None
+             and norm.weight.dtype == x.dtype and norm.weight.shape == (width,)
+             and (rotary_emb is None or rotary_emb[0].shape == (1, x.shape[1], 1, x.shape[-1])))
+    if fused:
+        eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+        cos, sin = (None, None) if rotary_emb is None else (rotary_emb[0][0, :, 0, 0::2].float(),
+                                                             rotary_emb[1][0, :, 0, 1::2].float())
+        return rms_norm_rotary_(x, norm.weight, eps, cos, sin, across_heads=True)
+    x = norm(x.flatten(2)).unflatten(2, (x.shape[2], -1))
+    return _wan_rope(x, *rotary_emb) if rotary_emb is not None else x
 
 
 def _wan_rope(x, freqs_cos, freqs_sin):

@@ -273,8 +273,8 @@ def test_rotary_pairs_kernel_matches_the_reference_in_fp32(device):
     x = torch.randn(1, 45, 2, 32, generator=g).to(device)
     cos, sin = torch.rand(2, 45, 16, generator=g).to(device).unbind(0)
     want = rotary_pairs_reference(x, cos, sin)
-    norm_rotary_kernel[(triton.cdiv(45, 32), 2)](x, x, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 45, 45, 0.0,
-                                                 HALF_DIM=16, BLOCK_S=32, NORM=False)
+    norm_rotary_kernel[(triton.cdiv(45, 32), 2)](x, x, cos, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 45,
+                                                 45, 0.0, HALF_DIM=16, BLOCK_S=32, NORM=0)
     assert float((x - want).abs().max()) <= 1e-6  # the GPU may fuse a multiply-add: an fp32 ulp
 
 
@@ -319,6 +319,31 @@ def test_norm_rotary_kernel_math_in_fp32(device):
     cos, sin = torch.rand(2, 40, 16, generator=g).to(device).unbind(0)
     normed = rms_norm_reference(x, w, 1e-6)
     want = torch.cat([rotary_pairs_reference(normed[:, :40], cos, sin), normed[:, 40:]], 1)
-    norm_rotary_kernel[(triton.cdiv(50, 32), 2)](x, w, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 50, 40,
-                                                 1e-6, HALF_DIM=16, BLOCK_S=32, NORM=True)
+    norm_rotary_kernel[(triton.cdiv(50, 32), 2)](x, w, cos, cos, sin, *x.stride(), *cos.stride(), *sin.stride(), 2, 50,
+                                                 40, 1e-6, HALF_DIM=16, BLOCK_S=32, NORM=1)
     assert float((x - want).abs().max()) <= 1e-5
+
+
+def test_rms_norm_across_heads_rotary_matches_torch_rmsnorm_then_wan_rope(device):
+    from vecdit.ops import rms_norm_rotary_
+
+    g = torch.Generator().manual_seed(8)
+    seq, heads, dim = 45, 3, 64
+    x = (torch.randn(2, seq, heads * dim, generator=g) * 3).to(torch.bfloat16).to(device)
+    norm = torch.nn.RMSNorm(heads * dim, eps=1e-6).to(device, torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(heads * dim, generator=g) + 0.5)
+    ang = torch.rand(seq, dim // 2, generator=g) * 6
+    cos, sin = ang.cos().repeat_interleave(2, -1).to(device), ang.sin().repeat_interleave(2, -1).to(device)
+    with torch.no_grad():  # WanAttnProcessor: norm over all heads, unflatten, then its rotary
+        normed = norm(x).unflatten(2, (heads, -1))
+    x1, x2 = normed.unflatten(-1, (-1, 2)).unbind(-1)
+    stock = torch.empty_like(normed)
+    stock[..., 0::2], stock[..., 1::2] = x1 * cos[None, :, None, 0::2] - x2 * sin[None, :, None, 1::2], \
+        x1 * sin[None, :, None, 1::2] + x2 * cos[None, :, None, 0::2]
+    got = rms_norm_rotary_(x.clone().unflatten(2, (heads, -1)), norm.weight.detach(), norm.eps, cos[:, 0::2],
+                           sin[:, 1::2], across_heads=True)
+    tol = 5e-3 if x.is_cuda else 2e-2  # two roundings; the CPU interpreter truncates
+    assert rel_err(got, stock) < tol and float((got.float() - stock.float()).abs().max()) <= 0.0625
+    with pytest.raises(ValueError, match="weight"):
+        rms_norm_rotary_(x.clone().unflatten(2, (heads, -1)), norm.weight.detach()[:dim], 1e-6, across_heads=True)

@@ -97,7 +97,7 @@ def test_bf16_tiny_models_run_the_triton_kernel(monkeypatch):
     rope_calls = []  # fused RoPE (Wan) and fused qk-norm + RoPE (HunyuanVideo)
     for name in ("rotary_pairs_", "rms_norm_rotary_"):
         real_op = getattr(vec_attn, name)
-        monkeypatch.setattr(vec_attn, name, lambda *a, _op=real_op: rope_calls.append(1) or _op(*a))
+        monkeypatch.setattr(vec_attn, name, lambda *a, _op=real_op, **k: rope_calls.append(1) or _op(*a, **k))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for model, inputs in ((tiny_wan_transformer(), wan_inputs()), (tiny_hunyuan_transformer(), hunyuan_inputs())):
         model = model.to(device, torch.bfloat16)

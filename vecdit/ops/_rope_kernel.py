@@ -1,9 +1,14 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Triton kernel: per-head RMSNorm and rotary embedding of interleaved pairs, in place, one pass.
+"""Triton kernel: RMSNorm and rotary embedding of interleaved pairs, in place, one pass.
 
-One program = BLOCK_S tokens of one (batch, head). The stock code (diffusers' RMSNorm, then
-HunyuanVideo's `apply_rotary_emb` or Wan's rotary) runs each step as separate fp32 kernels: ~30 GB
-of traffic per 720p query or key tensor; this reads and writes it once, rounding where they do.
+One program = BLOCK_S tokens of one (batch, head). The stock code (an RMSNorm, then HunyuanVideo's
+`apply_rotary_emb` or Wan's rotary) runs each step as separate fp32 kernels: ~30 GB of traffic per
+720p query or key tensor; this reads and writes it once, rounding where they do. NORM:
+  0  none (RoPE only)
+  1  diffusers' RMSNorm over head_dim (HunyuanVideo): fp32 statistics, rounded to the weight's
+     dtype, then times the weight and rounded again
+  2  torch.nn.RMSNorm over all heads (Wan's `rms_norm_across_heads`): the per-token 1/rms comes in
+     (TOKEN_SCALE, fp32), x * scale * weight in fp32, rounded once
 """
 import triton
 import triton.language as tl
@@ -11,7 +16,7 @@ import triton.language as tl
 
 @triton.jit
 def norm_rotary_kernel(
-    X, W, COS, SIN,
+    X, W, TOKEN_SCALE, COS, SIN,
     stride_xb, stride_xs, stride_xh, stride_xd,
     stride_cs, stride_cd, stride_ss, stride_sd,
     H, S, rotary_rows, eps,
@@ -29,13 +34,18 @@ def norm_rotary_kernel(
     ok = (offs_s < S)[:, None]
     ptrs = X + b * stride_xb + h * stride_xh + offs_s[:, None].to(tl.int64) * stride_xs + offs_d[None, :] * stride_xd
     x = tl.load(ptrs, mask=ok, other=0.0)
-    if NORM:
+    if NORM == 1:
         # diffusers' RMSNorm: x * rsqrt(mean(x^2) + eps) in fp32, to the weight's dtype, times the weight
         xf = x.to(tl.float32)
         r = tl.rsqrt(tl.sum(xf * xf, 1) / (2 * HALF_DIM) + eps)
         x = (xf * r[:, None]).to(X.dtype.element_ty)
         w = tl.load(W + offs_d).to(tl.float32)
         x = (x.to(tl.float32) * w[None, :]).to(X.dtype.element_ty)
+    if NORM == 2:
+        # torch.nn.RMSNorm over the heads: this head's slice of the weight, one rounding
+        r = tl.load(TOKEN_SCALE + b * S + offs_s, mask=offs_s < S, other=0.0)
+        w = tl.load(W + h * (2 * HALF_DIM) + offs_d).to(tl.float32)
+        x = (x.to(tl.float32) * r[:, None] * w[None, :]).to(X.dtype.element_ty)
     # whole rows in (coalesced), split into the pairs' first and second elements in registers
     x0, x1 = tl.split(tl.reshape(x.to(tl.float32), (BLOCK_S, HALF_DIM, 2)))
     rot = (offs_s < rotary_rows)[:, None]
