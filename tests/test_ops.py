@@ -347,3 +347,31 @@ def test_rms_norm_across_heads_rotary_matches_torch_rmsnorm_then_wan_rope(device
     assert rel_err(got, stock) < tol and float((got.float() - stock.float()).abs().max()) <= 0.0625
     with pytest.raises(ValueError, match="weight"):
         rms_norm_rotary_(x.clone().unflatten(2, (heads, -1)), norm.weight.detach()[:dim], 1e-6, across_heads=True)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
+                    reason="the Gluon kernel is Hopper-only")
+def test_gluon_backend_matches_the_triton_kernel(monkeypatch):
+    # VECDIT_ATTN_KERNEL=gluon: experimental warp-specialized kernel, same arguments and results
+    shape = (2, 300, 2000, 3, 128)
+    q, k, v = make_qkv(shape, torch.bfloat16, "cuda")
+    sel = random_selection(2, 3, 300, 1900, 0.3, "cuda")
+    dense_range = (1900, 2000)
+    want, want_lse = vector_sparse_attention(q, k, v, sel, dense_range=dense_range, return_lse=True)
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "gluon")
+    got, got_lse = vector_sparse_attention(q, k, v, sel, dense_range=dense_range, return_lse=True)
+    assert rel_err(got, want) < 1e-2 and float((got_lse - want_lse).abs().max()) < 1e-2
+    empty = VectorSelection.from_mask(torch.zeros(2, 3, 5, 2000, dtype=torch.bool, device="cuda"))
+    out, lse = vector_sparse_attention(q, k, v, empty, return_lse=True)
+    assert torch.all(out == 0) and torch.all(lse == float("-inf"))
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "cuda-graphs")
+    with pytest.raises(ValueError, match="VECDIT_ATTN_KERNEL"):
+        vector_sparse_attention(q, k, v, sel)
+
+
+def test_attention_kernel_choice_is_validated(device, monkeypatch):
+    q, k, v = make_qkv((1, 64, 64, 1, 64), torch.bfloat16, device)
+    sel = random_selection(1, 1, 64, 64, 0.5, device)
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "fastest")
+    with pytest.raises(ValueError, match="VECDIT_ATTN_KERNEL"):
+        vector_sparse_attention(q, k, v, sel)

@@ -2,6 +2,8 @@
 """Vector-sparse attention forward: each 64-query block attends only its selected key rows."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ._checks import QUERY_BLOCK, interpret_mode, check_dense_range, check_qkv, debug_mode, num_query_blocks, use_triton
@@ -83,7 +85,23 @@ def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int)
             raise ValueError(f"`selection.column_index` must lie in [0, Sk={num_keys}), got [{int(idx.min())}, {int(idx.max())}]")
 
 
+ATTN_KERNELS = ("triton", "gluon")
+
+
+def _gluon_kernel_requested(q) -> bool:
+    """`VECDIT_ATTN_KERNEL=gluon`: the experimental warp-specialized Hopper kernel (bf16 only)."""
+    choice = os.environ.get("VECDIT_ATTN_KERNEL", "triton")
+    if choice not in ATTN_KERNELS:
+        raise ValueError(f"`VECDIT_ATTN_KERNEL` must be one of {ATTN_KERNELS}, got {choice!r}")
+    return (choice == "gluon" and q.is_cuda and q.dtype == torch.bfloat16 and not interpret_mode()
+            and torch.cuda.get_device_capability(q.device)[0] == 9)
+
+
 def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, config=None):
+    if config is None and _gluon_kernel_requested(q):
+        from ._attn_gluon_kernel import gluon_sparse_attention
+
+        return gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale)
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
 
     batch, seq_q, heads, dim = q.shape

@@ -1,0 +1,268 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Warp-specialized vector-sparse attention in Gluon (Triton >= 3.6, Hopper, bf16): EXPERIMENTAL.
+
+Opt in with `VECDIT_ATTN_KERNEL=gluon`; the Triton kernel stays the default. Written in session 2
+and compiled for sm_90a with Triton 3.6, but not yet run on a GPU (bench/NOTES.md): the GPU test
+`tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel` and
+`bench/experiments/gluon_sparse_attn.py` decide whether it is right and faster.
+
+Why: the Triton kernel's K/V gathers are poorly pipelined (one or two tiles in flight, ~290-350
+TFLOP/s) while a dense Triton kernel with the same 64-row softmax runs at 482. Here the gather gets
+its own warps, FlashAttention-3 style:
+  producer (PRODUCER_WARPS warps): loads each tile's key indices (one tile ahead), gathers the K and
+      V rows with 16-byte cp.async into a STAGES-deep shared-memory ring, and signals `full[s]`
+      with cp.async.mbarrier.arrive.noinc (one arrival per producer thread, when its copies land);
+  consumer (the default 4 warps, one warpgroup): waits `full[s]`, S = Q K^T and O += P V with
+      wgmma (Q and K/V from shared memory, P from registers), online softmax in fp32, then
+      releases the stage on `empty[s]`; OVERLAP issues the next tile's Q K^T before the softmax.
+Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
+blocks -> zeros and lse = -inf.
+"""
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_init,
+    warpgroup_mma_wait,
+)
+
+LOG2E = 1.4426950408889634
+
+
+@gluon.jit
+def _tile_cols(COLUMN_INDEX, t, n_dense_tiles, dense_start, dense_end, sel_start, count, offs_n, BLOCK_N: gl.constexpr):
+    """Key rows of tile t: the dense range's tiles first, then the selected list's."""
+    if t < n_dense_tiles:
+        cols = dense_start + t * BLOCK_N + offs_n
+        valid = cols < dense_end
+    else:
+        j = (t - n_dense_tiles) * BLOCK_N + offs_n
+        valid = j < count
+        cols = gl.load(COLUMN_INDEX + sel_start + j, mask=valid, other=0)
+    return cols.to(gl.int64), valid
+
+
+@gluon.jit
+def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, sel_start, count, dense_start,
+              dense_end, n_dense_tiles, n_tiles, stride_ks, stride_kd, stride_vs, stride_vd,
+              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr):
+    # 8 bf16 = 16 bytes per thread along the head dim: one cp.async each
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
+    d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout)), 0)
+    cols, valid = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, dense_end, sel_start, count, offs_n, BLOCK_N)
+    for t in range(n_tiles):
+        s = t % STAGES
+        # the next tile's indices, so the gather below never waits on its own index load
+        next_cols, next_valid = _tile_cols(COLUMN_INDEX, t + 1, n_dense_tiles, dense_start, dense_end, sel_start,
+                                           count, offs_n, BLOCK_N)
+        # a fresh barrier passes a wait on parity 1: the first STAGES tiles do not wait
+        mbarrier.wait(empty.index(s), ((t // STAGES) & 1) ^ 1)
+        rows = gl.expand_dims(cols, 1)
+        m = gl.expand_dims(valid, 1)
+        # rows past a list's end are zero-filled (cp.async with a zero source size)
+        async_copy.async_copy_global_to_shared(k_smem.index(s), K + k_base + rows * stride_ks + d * stride_kd, mask=m)
+        async_copy.async_copy_global_to_shared(v_smem.index(s), V + v_base + rows * stride_vs + d * stride_vd, mask=m)
+        async_copy.mbarrier_arrive(full.index(s), increment_count=False)
+        cols = next_cols
+        valid = next_valid
+
+
+@gluon.jit
+def _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N: gl.constexpr):
+    # keys of tile t that exist (the last tile of the dense range or of the list is partial)
+    if t < n_dense_tiles:
+        n = dense_len - t * BLOCK_N
+    else:
+        n = count - (t - n_dense_tiles) * BLOCK_N
+    return n
+
+
+@gluon.jit
+def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
+                  o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc)."""
+    scores = qk * qk_scale_log2
+    if n_valid < BLOCK_N:
+        offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        scores = gl.where(gl.expand_dims(offs_n < n_valid, 0), scores, float("-inf"))
+    # every tile has a valid key for every row (validity is per key), so m_new is finite
+    m_new = gl.maximum(m_i, gl.max(scores, 1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(scores - gl.expand_dims(m_new, 1))
+    l_i = l_i * alpha + gl.sum(p, 1)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+    return gl.convert_layout(p.to(gl.bfloat16), p_layout), m_new, l_i, acc
+
+
+@gluon.jit
+def _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
+    has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
+    l_safe = gl.where(has_mass, l_i, 1.0)
+    out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
+    offs_m = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    ptrs = O + o_base + gl.expand_dims(offs_m, 1) * stride_os + gl.expand_dims(offs_d, 0) * stride_od
+    gl.store(ptrs, out.to(O.dtype.element_ty), mask=gl.expand_dims(offs_m < Sq, 1))
+    lse = gl.where(has_mass, (m_i + gl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    offs_l = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
+    gl.store(LSE + lse_base + offs_l, lse, mask=offs_l < Sq)
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+              count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    for t in range(n_tiles):
+        s = t % STAGES
+        mbarrier.wait(full.index(s), (t // STAGES) & 1)
+        # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
+        fence_async_shared()
+        qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        # every consumer warp has waited for its wgmma; then one thread releases the stage
+        gl.thread_barrier()
+        mbarrier.arrive(empty.index(s))
+    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
+               s_layout, o_layout)
+
+
+@gluon.jit
+def _consumer_overlap(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq,
+                      q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+                      HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """`_consumer` with FlashAttention-3's intra-warpgroup overlap: Q K^T of tile t+1 is issued
+    before the softmax of tile t, so the tensor cores work while the softmax runs."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    acc_tok = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout))
+    qk_tok = warpgroup_mma_init(zero_s)
+    if n_tiles > 0:
+        mbarrier.wait(full.index(0), 0)
+        fence_async_shared()
+        qk_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    for t in range(n_tiles):
+        s = t % STAGES
+        qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_tok, acc_tok))
+        if t > 0:  # P V of tile t-1 is done: its stage can be refilled
+            gl.thread_barrier()
+            mbarrier.arrive(empty.index((t - 1) % STAGES))
+        if t + 1 < n_tiles:
+            s1 = (t + 1) % STAGES
+            mbarrier.wait(full.index(s1), ((t + 1) // STAGES) & 1)
+            fence_async_shared()
+            qk_tok = warpgroup_mma(q_smem, k_smem.index(s1).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        else:
+            qk_tok = warpgroup_mma_init(zero_s)
+        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc_tok = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, ))
+    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
+               s_layout, o_layout)
+
+
+@gluon.jit
+def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, qk_scale_log2,
+                             stride_qb, stride_qs, stride_qh, stride_qd,
+                             stride_kb, stride_ks, stride_kh, stride_kd,
+                             stride_vb, stride_vs, stride_vh, stride_vd,
+                             stride_ob, stride_os, stride_oh, stride_od,
+                             H, Sq, num_query_blocks, dense_start, dense_end,
+                             HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                             STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                             OVERLAP: gl.constexpr):
+    qb = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = (bh // H).to(gl.int64)
+    h = (bh % H).to(gl.int64)
+    q_start = qb * BLOCK_M
+    row = bh.to(gl.int64) * num_query_blocks + qb
+    sel_start = gl.load(COLUMN_OFFSET + row)
+    count = gl.load(COLUMN_COUNT + row)
+    dense_len = dense_end - dense_start
+    n_dense_tiles = (dense_len + BLOCK_N - 1) // BLOCK_N
+    n_tiles = n_dense_tiles + (count + BLOCK_N - 1) // BLOCK_N
+
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], gl.bfloat16)
+    load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0])
+    offs_m = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, load_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, load_layout))
+    q = gl.load(Q + b * stride_qb + h * stride_qh + gl.expand_dims(offs_m, 1) * stride_qs
+                + gl.expand_dims(offs_d, 0) * stride_qd, mask=gl.expand_dims(offs_m < Sq, 1), other=0.0)
+    q_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_M, HEAD_DIM], q_layout, q)
+    k_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
+    v_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=PRODUCER_WARPS * 32)  # one noinc arrival per producer thread
+        mbarrier.init(empty.index(i), count=1)
+    fence_async_shared()  # Q written by plain stores, read by wgmma
+    gl.thread_barrier()  # barriers initialised before any partition waits on them
+
+    # (a constexpr choice of function is not allowed here: one call per consumer)
+    if OVERLAP:
+        gl.warp_specialize([
+            (_consumer_overlap, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
+                             bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
+                             n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
+                     bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
+                     n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+
+
+CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=2, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False)
+
+
+def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
+                           scale=None, maxnreg=None, **config):
+    """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
+    [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts."""
+    cfg = {**CONFIG, **config}
+    if maxnreg:
+        cfg["maxnreg"] = maxnreg
+    batch, seq_q, heads, dim = q.shape
+    nqb = triton.cdiv(seq_q, cfg["BLOCK_M"])
+    out = torch.empty_like(q)
+    lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
+    scale = dim ** -0.5 if scale is None else scale
+    gluon_sparse_attn_kernel[(nqb, batch * heads)](
+        q, k, v, out, lse, column_index, column_offset, column_count, scale * LOG2E,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), heads, seq_q, nqb, dense_start, dense_end,
+        HEAD_DIM=dim, num_warps=4, **cfg)
+    return out, lse
