@@ -118,67 +118,56 @@ def _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
               count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+              OVERLAP: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
+    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    for t in range(n_tiles):
-        s = t % STAGES
-        mbarrier.wait(full.index(s), (t // STAGES) & 1)
-        # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
-        fence_async_shared()
-        qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
-        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
-        acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        # every consumer warp has waited for its wgmma; then one thread releases the stage
-        gl.thread_barrier()
-        mbarrier.arrive(empty.index(s))
-    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
-               s_layout, o_layout)
-
-
-@gluon.jit
-def _consumer_overlap(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq,
-                      q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                      HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    """`_consumer` with FlashAttention-3's intra-warpgroup overlap: Q K^T of tile t+1 is issued
-    before the softmax of tile t, so the tensor cores work while the softmax runs."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
-    zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    acc_tok = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout))
-    qk_tok = warpgroup_mma_init(zero_s)
-    if n_tiles > 0:
-        mbarrier.wait(full.index(0), 0)
-        fence_async_shared()
-        qk_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-    for t in range(n_tiles):
-        s = t % STAGES
-        qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_tok, acc_tok))
-        if t > 0:  # P V of tile t-1 is done: its stage can be refilled
-            gl.thread_barrier()
-            mbarrier.arrive(empty.index((t - 1) % STAGES))
-        if t + 1 < n_tiles:
-            s1 = (t + 1) % STAGES
-            mbarrier.wait(full.index(s1), ((t + 1) // STAGES) & 1)
+    if OVERLAP:
+        # FlashAttention-3's intra-warpgroup overlap: Q K^T of tile t+1 is issued before the
+        # softmax of tile t, so the tensor cores work while the softmax runs
+        acc_tok = warpgroup_mma_init(acc)
+        qk_tok = warpgroup_mma_init(zero_s)
+        if n_tiles > 0:
+            mbarrier.wait(full.index(0), 0)
             fence_async_shared()
-            qk_tok = warpgroup_mma(q_smem, k_smem.index(s1).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        else:
-            qk_tok = warpgroup_mma_init(zero_s)
-        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
-        acc_tok = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, ))
+            qk_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        for t in range(n_tiles):
+            s = t % STAGES
+            qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_tok, acc_tok))
+            if t > 0:  # P V of tile t-1 is done: its stage can be refilled
+                gl.thread_barrier()
+                mbarrier.arrive(empty.index((t - 1) % STAGES))
+            if t + 1 < n_tiles:
+                s1 = (t + 1) % STAGES
+                mbarrier.wait(full.index(s1), ((t + 1) // STAGES) & 1)
+                fence_async_shared()
+                qk_tok = warpgroup_mma(q_smem, k_smem.index(s1).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            else:
+                qk_tok = warpgroup_mma_init(zero_s)
+            p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                             qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+            acc_tok = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, ))
+    else:
+        for t in range(n_tiles):
+            s = t % STAGES
+            mbarrier.wait(full.index(s), (t // STAGES) & 1)
+            # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
+            fence_async_shared()
+            qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+            p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                             qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+            acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            # every consumer warp has waited for its wgmma; then one thread releases the stage
+            gl.thread_barrier()
+            mbarrier.arrive(empty.index(s))
     _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
                s_layout, o_layout)
 
@@ -223,27 +212,14 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     fence_async_shared()  # Q written by plain stores, read by wgmma
     gl.thread_barrier()  # barriers initialised before any partition waits on them
 
-    # (a constexpr choice of function is not allowed here: one call per consumer)
-    if OVERLAP:
-        gl.warp_specialize([
-            (_consumer_overlap, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
-                             bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
-                             n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
-            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
-                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
-                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
-                         PRODUCER_WARPS)),
-        ], [PRODUCER_WARPS], [PRODUCER_REGS])
-    else:
-        gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh,
-                     bh.to(gl.int64) * Sq, stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles,
-                     n_tiles, qk_scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
-            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
-                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
-                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
-                         PRODUCER_WARPS)),
-        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    gl.warp_specialize([
+        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh, bh.to(gl.int64) * Sq,
+                     stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, OVERLAP)),
+        (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                     b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
+                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
+    ], [PRODUCER_WARPS], [PRODUCER_REGS])
 
 
 CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=2, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False)
