@@ -341,8 +341,10 @@ def test_rms_norm_across_heads_rotary_matches_torch_rmsnorm_then_wan_rope(device
     stock = torch.empty_like(normed)
     stock[..., 0::2], stock[..., 1::2] = x1 * cos[None, :, None, 0::2] - x2 * sin[None, :, None, 1::2], \
         x1 * sin[None, :, None, 1::2] + x2 * cos[None, :, None, 0::2]
-    got = rms_norm_rotary_(x.clone().unflatten(2, (heads, -1)), norm.weight.detach(), norm.eps, cos[:, 0::2],
-                           sin[:, 1::2], across_heads=True)
+    fused_qkv = torch.cat([x, x, x], -1)  # the query as a strided chunk of a fused projection, as Wan hands it
+    got = rms_norm_rotary_(fused_qkv[..., :heads * dim].unflatten(2, (heads, -1)), norm.weight.detach(), norm.eps,
+                           cos[:, 0::2], sin[:, 1::2], across_heads=True)
+    assert torch.equal(fused_qkv[..., heads * dim:], torch.cat([x, x], -1))  # the other chunks untouched
     tol = 5e-3 if x.is_cuda else 2e-2  # two roundings; the CPU interpreter truncates
     assert rel_err(got, stock) < tol and float((got.float() - stock.float()).abs().max()) <= 0.0625
     with pytest.raises(ValueError, match="weight"):

@@ -1,6 +1,6 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Rotary embedding of interleaved pairs (the form Wan2.1 and HunyuanVideo use), optionally after a
-per-head RMSNorm, in place and in one pass."""
+"""Rotary embedding of interleaved pairs (the form Wan2.1 and HunyuanVideo use), optionally after
+their qk RMSNorm (per head or across heads), in place and in one pass."""
 from __future__ import annotations
 
 import torch
@@ -45,7 +45,7 @@ def rms_norm_rotary_(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: tor
         cos, sin (`torch.Tensor`, *optional*): `[R, D/2]` fp32 with R <= S: rows `[0, R)` are rotated
             (the video tokens), the rest only normalized (HunyuanVideo's text tokens).
     """
-    batch, seq, heads, dim = x.shape if x.dim() == 4 else (0, 0, 0, 0)
+    _, seq, heads, dim = x.shape if x.dim() == 4 else (0, 0, 0, 0)
     width = heads * dim if across_heads else dim
     if weight.shape != (width,) or weight.dtype != x.dtype:
         raise ValueError(f"`weight` must be [{width}] in {x.dtype}, got {weight.dtype} {tuple(weight.shape)}")
@@ -54,8 +54,8 @@ def rms_norm_rotary_(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: tor
         cos = sin = torch.zeros(1, dim // 2, dtype=torch.float32, device=x.device)
     _check(x, cos, sin, rows if rows else 1, max_rows=seq)
     scale = None
-    if across_heads:  # 1/rms per token over all heads: one fp32-accumulating read of x
-        ms = torch.linalg.vector_norm(x.reshape(batch, seq, width), dim=-1, dtype=torch.float32).square() / width
+    if across_heads:  # 1/rms per token over all heads: one fp32-accumulating read of x, strides kept
+        ms = torch.linalg.vector_norm(x, dim=(2, 3), dtype=torch.float32).square() / width
         scale = torch.rsqrt(ms + eps)
     torch.ops.vecdit.norm_rotary_(x, weight, float(eps), scale, cos, sin, rows)
     return x
