@@ -354,15 +354,28 @@ def test_rms_norm_across_heads_rotary_matches_torch_rmsnorm_then_wan_rope(device
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
                     reason="the Gluon kernel is Hopper-only")
 def test_gluon_backend_matches_the_triton_kernel(monkeypatch):
-    # VECDIT_ATTN_KERNEL=gluon: experimental warp-specialized kernel, same arguments and results
-    shape = (2, 300, 2000, 3, 128)
-    q, k, v = make_qkv(shape, torch.bfloat16, "cuda")
+    # the Hopper default (VECDIT_ATTN_KERNEL=auto) is the warp-specialized Gluon kernel: same
+    # arguments and results as the Triton kernel, both checked against the fp32 reference
+    import vecdit.ops._attn_gluon_kernel as gluon_kernel
+
+    calls = []
+    launch = gluon_kernel.gluon_sparse_attention
+    monkeypatch.setattr(gluon_kernel, "gluon_sparse_attention", lambda *a, **kw: calls.append(1) or launch(*a, **kw))
+    # q, k, v as strided views of one fused buffer; 300 queries: a ragged last block
+    qkv = torch.randn(2, 2000, 3, 3, 128, dtype=torch.bfloat16, device="cuda")
+    q, k, v = qkv[:, :300, 0], qkv[:, :, 1], qkv[:, :, 2]
     sel = random_selection(2, 3, 300, 1900, 0.3, "cuda")
     dense_range = (1900, 2000)
-    want, want_lse = vector_sparse_attention(q, k, v, sel, dense_range=dense_range, return_lse=True)
-    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "gluon")
+    ref, ref_lse = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, dense_range)
     got, got_lse = vector_sparse_attention(q, k, v, sel, dense_range=dense_range, return_lse=True)
-    assert rel_err(got, want) < 1e-2 and float((got_lse - want_lse).abs().max()) < 1e-2
+    assert calls, "auto did not take the Gluon kernel on Hopper"
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "triton")
+    want, want_lse = vector_sparse_attention(q, k, v, sel, dense_range=dense_range, return_lse=True)
+    assert len(calls) == 1
+    for out, lse in ((got, got_lse), (want, want_lse)):
+        assert rel_err(out, ref) < 1e-2 and float((lse - ref_lse).abs().max()) < 1e-2
+    assert rel_err(got, want) < 1e-2
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "gluon")
     empty = VectorSelection.from_mask(torch.zeros(2, 3, 5, 2000, dtype=torch.bool, device="cuda"))
     out, lse = vector_sparse_attention(q, k, v, empty, return_lse=True)
     assert torch.all(out == 0) and torch.all(lse == float("-inf"))

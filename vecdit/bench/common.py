@@ -36,11 +36,13 @@ def environment() -> dict:
     }
 
 
-def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, seed: int = 0) -> float:
-    """Worst relative error of the kernel on sampled (head, query block)s against an fp32 reference."""
+def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, seed: int = 0, out=None) -> float:
+    """Worst relative error on sampled (head, query block)s against an fp32 reference, of `out`
+    (default: the kernel's output)."""
     from vecdit.ops import vector_sparse_attention
 
-    out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
+    if out is None:
+        out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
     g = torch.Generator().manual_seed(seed)
     heads, nqb = selection.heads, selection.num_query_blocks
     worst = 0.0

@@ -1,10 +1,10 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Warp-specialized vector-sparse attention in Gluon (Triton >= 3.6, Hopper, bf16): EXPERIMENTAL.
+"""Warp-specialized vector-sparse attention in Gluon (Triton >= 3.6, Hopper, bf16, head_dim 128).
 
-Opt in with `VECDIT_ATTN_KERNEL=gluon`; the Triton kernel stays the default. Written in session 2
-and compiled for sm_90a with Triton 3.6, but not yet run on a GPU (bench/NOTES.md): the GPU test
-`tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel` and
-`bench/experiments/gluon_sparse_attn.py` decide whether it is right and faster.
+The default backend where it applies (`VECDIT_ATTN_KERNEL=auto`; `triton` forces the portable
+kernel). Checked on H100 and H200 by `tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel`
+(fp32 reference, ragged tails, dense range, strided views, empty blocks); timed against the Triton
+kernel by `bench/experiments/gluon_sparse_attn.py`: 5-8% faster at HunyuanVideo-720p, 25%.
 
 Why: the Triton kernel's K/V gathers are poorly pipelined (one or two tiles in flight, ~290-350
 TFLOP/s) while a dense Triton kernel with the same 64-row softmax runs at 482. Here the gather gets
@@ -35,42 +35,61 @@ LOG2E = 1.4426950408889634
 
 
 @gluon.jit
-def _tile_cols(COLUMN_INDEX, t, n_dense_tiles, dense_start, dense_end, sel_start, count, offs_n, BLOCK_N: gl.constexpr):
-    """Key rows of tile t: the dense range's tiles first, then the selected list's."""
+def _tile_cols(COLUMN_INDEX, t, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N: gl.constexpr):
+    """Key rows of tile t (int32): the dense range's tiles first, then the selected list's."""
     if t < n_dense_tiles:
         cols = dense_start + t * BLOCK_N + offs_n
-        valid = cols < dense_end
     else:
         j = (t - n_dense_tiles) * BLOCK_N + offs_n
-        valid = j < count
-        cols = gl.load(COLUMN_INDEX + sel_start + j, mask=valid, other=0)
-    return cols.to(gl.int64), valid
+        cols = gl.load(COLUMN_INDEX + sel_start + j, mask=j < count, other=0)
+    return cols
+
+
+@gluon.jit
+def _tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N: gl.constexpr):
+    return offs_n < _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N)
 
 
 @gluon.jit
 def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, sel_start, count, dense_start,
               dense_end, n_dense_tiles, n_tiles, stride_ks, stride_kd, stride_vs, stride_vd,
-              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr):
+              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr,
+              INDEX_AHEAD: gl.constexpr):
     # 8 bf16 = 16 bytes per thread along the head dim: one cp.async each
     layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
     d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout)), 0)
-    cols, valid = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, dense_end, sel_start, count, offs_n, BLOCK_N)
+    dense_len = dense_end - dense_start
+    # The indices of tile t are loaded INDEX_AHEAD tiles early: a gather whose addresses come from a
+    # load just issued waits one memory latency per tile, which bounded the producer (session 3).
+    cols0 = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
+    cols1 = cols0
+    cols2 = cols0
+    if INDEX_AHEAD >= 2:
+        cols1 = _tile_cols(COLUMN_INDEX, 1, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
+    if INDEX_AHEAD >= 3:
+        cols2 = _tile_cols(COLUMN_INDEX, 2, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
     for t in range(n_tiles):
         s = t % STAGES
-        # the next tile's indices, so the gather below never waits on its own index load
-        next_cols, next_valid = _tile_cols(COLUMN_INDEX, t + 1, n_dense_tiles, dense_start, dense_end, sel_start,
-                                           count, offs_n, BLOCK_N)
+        ahead = _tile_cols(COLUMN_INDEX, t + INDEX_AHEAD, n_dense_tiles, dense_start, sel_start, count, offs_n,
+                           BLOCK_N)
         # a fresh barrier passes a wait on parity 1: the first STAGES tiles do not wait
         mbarrier.wait(empty.index(s), ((t // STAGES) & 1) ^ 1)
-        rows = gl.expand_dims(cols, 1)
-        m = gl.expand_dims(valid, 1)
+        rows = gl.expand_dims(cols0.to(gl.int64), 1)
+        m = gl.expand_dims(_tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N), 1)
         # rows past a list's end are zero-filled (cp.async with a zero source size)
         async_copy.async_copy_global_to_shared(k_smem.index(s), K + k_base + rows * stride_ks + d * stride_kd, mask=m)
         async_copy.async_copy_global_to_shared(v_smem.index(s), V + v_base + rows * stride_vs + d * stride_vd, mask=m)
         async_copy.mbarrier_arrive(full.index(s), increment_count=False)
-        cols = next_cols
-        valid = next_valid
+        if INDEX_AHEAD == 1:
+            cols0 = ahead
+        elif INDEX_AHEAD == 2:
+            cols0 = cols1
+            cols1 = ahead
+        else:
+            cols0 = cols1
+            cols1 = cols2
+            cols2 = ahead
 
 
 @gluon.jit
@@ -181,7 +200,7 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              H, Sq, num_query_blocks, dense_start, dense_end,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             OVERLAP: gl.constexpr):
+                             OVERLAP: gl.constexpr, INDEX_AHEAD: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     b = (bh // H).to(gl.int64)
@@ -218,11 +237,15 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                      HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, OVERLAP)),
         (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                      b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
-                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
+                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS,
+                     INDEX_AHEAD)),
     ], [PRODUCER_WARPS], [PRODUCER_REGS])
 
 
-CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=2, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False)
+# Session 3 (bench/results/gluon-sparse-attn-*-session3-*.jsonl): two programs per SM (maxnreg 128,
+# 3 stages in 2 x 115 KB) is the fastest of 26 variants on H100 and H200; indices further ahead,
+# the overlapped softmax, 32-key tiles and fewer producer warps are not faster.
+CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False, INDEX_AHEAD=1, maxnreg=128)
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
