@@ -61,15 +61,20 @@ def compile_only():
     strides = [f"stride_{t}{a}" for t in "qkvo" for a in "bshd"]
     names += strides + ["H", "Sq", "num_query_blocks", "dense_start", "dense_end"]
     types += ["i32"] * (len(strides) + 5)
+    names += ["SEGMENT_OFFSET", "num_segments", "stride_oz", "stride_lz"]
+    types += ["*i64", "i32", "i32", "i32"]
     sig = dict(zip(names, types))
     # as the JIT specializes: pointers and the strides other than head_dim 16-divisible, head_dim strides 1
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n[0].isupper() or
              (n.startswith("stride_") and not n.endswith("d"))}
-    for variant in VARIANTS:
+    for variant in VARIANTS + [dict(VARIANTS[0], SEGMENTED=True)]:
         maxnreg = variant["maxnreg"]
         constexprs = {"HEAD_DIM": 128, **{n: x for n, x in {**CONFIG, **variant}.items() if n != "maxnreg"},
                       **{n: 1 for n in strides if n.endswith("d")}}
+        constexprs.setdefault("SEGMENTED", False)
         full_sig = {**sig, **{name: "constexpr" for name in constexprs}}
+        if constexprs["SEGMENTED"]:
+            full_sig["O"] = "*fp32"  # fp32 partial outputs
         src = GluonASTSource(gluon_sparse_attn_kernel, full_sig, constexprs, attrs)
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})
         ptx = kernel.asm["ptx"]

@@ -51,6 +51,17 @@ PY
         sed -i "s/^CONFIG = dict(.*)$/CONFIG = $cfg/" /tmp/pkg/vecdit/ops/_attn_gluon_kernel.py
         export VECDIT_ATTN_KERNEL=gluon; echo "gluon backend: $cfg" | tee "$OUT/picked.txt"
       else echo "triton backend (no faster Gluon variant)" | tee "$OUT/picked.txt"; fi ;;
+    segments)  # ~2 min: key segments + lse merge for the Gluon kernel
+      (cd /tmp && timeout 400 python3 "$R/bench/experiments/gluon_segments.py") ;;
+    profile)  # ~2 min: contiguous vs real lists, then Nsight Compute on one launch of each kernel
+      (cd /tmp && python3 "$R/bench/experiments/profile_gluon.py")
+      NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      if [ -n "$NCU" ]; then
+        (cd /tmp && timeout 240 "$NCU" -k regex:"gluon_sparse_attn_kernel|vec_sparse_attn_fwd_kernel" -c 2 \
+          --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+          --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+          python3 "$R/bench/experiments/profile_gluon.py" --profile-once > "$OUT/ncu-gluon.txt" 2>&1; tail -5 "$OUT/ncu-gluon.txt")
+      else echo "no ncu on this host"; fi ;;
     attention)  # ~4 min: all shapes, random and structured inputs
       (cd /tmp && python3 -m vecdit.bench attention --inputs ${ATTN_INPUTS:-random} --out "$OUT") ;;
     transformer)  # ~5 min: HunyuanVideo-720p forward, stock vs vecdit (fused RoPE since session 2)

@@ -16,7 +16,8 @@ its own warps, FlashAttention-3 style:
       wgmma (Q and K/V from shared memory, P from registers), online softmax in fp32, then
       releases the stage on `empty[s]`; OVERLAP issues the next tile's Q K^T before the softmax.
 Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
-blocks -> zeros and lse = -inf.
+blocks -> zeros and lse = -inf. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
+busy, 40% hit rate; bench/NOTES.md, session 3), which `segment_offset` (experimental) attacks.
 """
 import torch
 import triton
@@ -198,17 +199,27 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              stride_vb, stride_vs, stride_vh, stride_vd,
                              stride_ob, stride_os, stride_oh, stride_od,
                              H, Sq, num_query_blocks, dense_start, dense_end,
+                             SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             OVERLAP: gl.constexpr, INDEX_AHEAD: gl.constexpr):
+                             OVERLAP: gl.constexpr, INDEX_AHEAD: gl.constexpr, SEGMENTED: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
+    seg = gl.program_id(2).to(gl.int64)
     b = (bh // H).to(gl.int64)
     h = (bh % H).to(gl.int64)
     q_start = qb * BLOCK_M
     row = bh.to(gl.int64) * num_query_blocks + qb
-    sel_start = gl.load(COLUMN_OFFSET + row)
-    count = gl.load(COLUMN_COUNT + row)
+    if SEGMENTED:
+        # key segment `seg` of the row's sorted list (programs of one segment run together, so
+        # their K/V working set fits L2); the dense range belongs to segment 0; partial outputs
+        so = SEGMENT_OFFSET + row * (num_segments + 1) + seg
+        sel_start = gl.load(so)
+        count = (gl.load(so + 1) - sel_start).to(gl.int32)
+        dense_end = gl.where(seg == 0, dense_end, dense_start)
+    else:
+        sel_start = gl.load(COLUMN_OFFSET + row)
+        count = gl.load(COLUMN_COUNT + row)
     dense_len = dense_end - dense_start
     n_dense_tiles = (dense_len + BLOCK_N - 1) // BLOCK_N
     n_tiles = n_dense_tiles + (count + BLOCK_N - 1) // BLOCK_N
@@ -232,7 +243,8 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     gl.thread_barrier()  # barriers initialised before any partition waits on them
 
     gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh, bh.to(gl.int64) * Sq,
+        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh + seg * stride_oz,
+                     bh.to(gl.int64) * Sq + seg * stride_lz,
                      stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
                      HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, OVERLAP)),
         (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
@@ -249,19 +261,30 @@ CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
-                           scale=None, maxnreg=None, **config):
+                           scale=None, maxnreg=None, segment_offset=None, **config):
     """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
-    [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts."""
+    [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts.
+
+    segment_offset (EXPERIMENTAL, int64 `[rows, n + 1]`): split each row's sorted list into n key
+    segments; returns fp32 partial outputs `[n, B, S, H, D]` and lse `[n, B, H, S]` to merge."""
     cfg = {**CONFIG, **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
     batch, seq_q, heads, dim = q.shape
     nqb = triton.cdiv(seq_q, cfg["BLOCK_M"])
-    out = torch.empty_like(q)
-    lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
+    nseg = 1 if segment_offset is None else segment_offset.shape[-1] - 1
+    if segment_offset is None:
+        out = torch.empty_like(q)
+        lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
+        seg_args = (column_offset, 1, 0, 0)
+    else:
+        out = torch.empty(nseg, batch, seq_q, heads, dim, dtype=torch.float32, device=q.device)
+        lse = torch.empty(nseg, batch, heads, seq_q, dtype=torch.float32, device=q.device)
+        seg_args = (segment_offset, nseg, out.stride(0), lse.stride(0))
+    o_strides = out.stride()[-4:]
     scale = dim ** -0.5 if scale is None else scale
-    gluon_sparse_attn_kernel[(nqb, batch * heads)](
+    gluon_sparse_attn_kernel[(nqb, batch * heads, nseg)](
         q, k, v, out, lse, column_index, column_offset, column_count, scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), heads, seq_q, nqb, dense_start, dense_end,
-        HEAD_DIM=dim, num_warps=4, **cfg)
+        *q.stride(), *k.stride(), *v.stride(), *o_strides, heads, seq_q, nqb, dense_start, dense_end,
+        *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=segment_offset is not None, **cfg)
     return out, lse
