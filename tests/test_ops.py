@@ -351,6 +351,74 @@ def test_rms_norm_across_heads_rotary_matches_torch_rmsnorm_then_wan_rope(device
         rms_norm_rotary_(x.clone().unflatten(2, (heads, -1)), norm.weight.detach()[:dim], 1e-6, across_heads=True)
 
 
+@pytest.mark.parametrize("segments", [1, 2, 3, 5])
+def test_segment_bounds_split_each_list_by_key(segments, device):
+    from vecdit.ops.reference import segment_bounds_reference
+    from vecdit.ops.segments import segment_bounds
+
+    sel = random_selection(2, 3, 300, 333, 0.3, device, seed=segments)
+    mask = sel.to_mask()
+    mask[0, 1, 2] = False  # an empty row
+    sel = VectorSelection.from_mask(mask)
+    count = sel.column_count.reshape(-1)
+    got = segment_bounds(sel.column_index, sel.column_offset, sel.column_count, 333, segments)
+    want = segment_bounds_reference(sel.column_index, sel.column_offset, count, -(-333 // segments), segments)
+    assert torch.equal(got, want)
+    # sorted lists: segment z holds exactly the keys in [z * width, (z + 1) * width)
+    width = -(-333 // segments)
+    for r in (0, 5, 17):
+        keys = sel.column_index[got[r, 0]:got[r, -1]].long()
+        for z in range(segments):
+            part = sel.column_index[got[r, z]:got[r, z + 1]].long()
+            assert torch.equal(part, keys[(keys >= z * width) & (keys < (z + 1) * width)])
+
+
+def test_segment_bounds_partition_unsorted_lists(device):
+    # lists out of order lose the locality, never an entry: bounds stay inside the row, non-decreasing
+    from vecdit.ops.segments import segment_bounds
+
+    sel = random_selection(1, 2, 200, 256, 0.5, device)
+    shuffled = sel.column_index[torch.randperm(sel.column_index.numel(), generator=torch.Generator().manual_seed(0))]
+    got = segment_bounds(shuffled.to(device), sel.column_offset, sel.column_count, 256, 4)
+    count = sel.column_count.reshape(-1)
+    assert torch.equal(got[:, 0], sel.column_offset[:-1]) and torch.equal(got[:, -1], sel.column_offset[:-1] + count)
+    assert bool((got[:, 1:] >= got[:, :-1]).all())
+    with pytest.raises(ValueError, match="segments"):
+        segment_bounds(sel.column_index, sel.column_offset, sel.column_count, 256, 0)
+
+
+def test_merge_segments_matches_reference(device):
+    from vecdit.ops.reference import merge_segments_reference
+    from vecdit.ops.segments import merge_segments
+
+    g = torch.Generator().manual_seed(0)
+    part = torch.randn(3, 2, 70, 2, 64, generator=g).to(device, torch.bfloat16)
+    part_lse = torch.randn(3, 2, 2, 70, generator=g).to(device)
+    part_lse[1, 0, 0, :5] = float("-inf")  # a segment with nothing for some rows
+    part_lse[:, 1, 1, 7] = float("-inf")  # a row with nothing anywhere
+    out, lse = merge_segments(part, part_lse, torch.bfloat16)
+    ref, ref_lse = merge_segments_reference(part, part_lse)
+    assert out.dtype == torch.bfloat16 and rel_err(out, ref) < 1e-2
+    finite = torch.isfinite(ref_lse)
+    assert torch.allclose(lse[finite], ref_lse[finite], atol=1e-5) and bool(torch.isinf(lse[~finite]).all())
+    assert torch.all(out[1, 7, 1] == 0) and not torch.isnan(out).any()
+    # merging the segments of one attention gives the attention over all their keys
+    q, k, v = make_qkv((1, 130, 400, 2, 64), torch.float32, device)
+    sel = random_selection(1, 2, 130, 400, 0.3, device)
+    from vecdit.ops.segments import segment_bounds
+
+    bounds = segment_bounds(sel.column_index, sel.column_offset, sel.column_count, 400, 3)
+    parts = []
+    for z in range(3):
+        count = (bounds[:, z + 1] - bounds[:, z]).to(torch.int32)
+        offset = torch.cat([bounds[:, z], bounds[-1:, z + 1]])
+        piece = VectorSelection(sel.column_index, offset, count.view(1, 2, -1), 1, 2, sel.num_query_blocks, 400)
+        parts.append(vec_sparse_attention_reference(q, k, v, piece))
+    out, lse = merge_segments(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), torch.float32)
+    whole, whole_lse = vec_sparse_attention_reference(q, k, v, sel)
+    assert rel_err(out, whole) < 1e-5 and torch.allclose(lse, whole_lse, atol=1e-4)
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
                     reason="the Gluon kernel is Hopper-only")
 def test_gluon_backend_matches_the_triton_kernel(monkeypatch):
@@ -375,6 +443,11 @@ def test_gluon_backend_matches_the_triton_kernel(monkeypatch):
     for out, lse in ((got, got_lse), (want, want_lse)):
         assert rel_err(out, ref) < 1e-2 and float((lse - ref_lse).abs().max()) < 1e-2
     assert rel_err(got, want) < 1e-2
+    # key segments (the default where one head's K/V exceed L2): same result, lse included
+    for segments in (2, 3):
+        seg_out, seg_lse = launch(q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1),
+                                  *dense_range, 128 ** -0.5, segments=segments)
+        assert rel_err(seg_out, ref) < 1e-2 and float((seg_lse - ref_lse).abs().max()) < 1e-2
     monkeypatch.setenv("VECDIT_ATTN_KERNEL", "gluon")
     empty = VectorSelection.from_mask(torch.zeros(2, 3, 5, 2000, dtype=torch.bool, device="cuda"))
     out, lse = vector_sparse_attention(q, k, v, empty, return_lse=True)

@@ -63,7 +63,7 @@ PY
           python3 "$R/bench/experiments/profile_gluon.py" --profile-once > "$OUT/ncu-gluon.txt" 2>&1; tail -5 "$OUT/ncu-gluon.txt")
       else echo "no ncu on this host"; fi ;;
     attention)  # ~4 min: all shapes, random and structured inputs
-      (cd /tmp && python3 -m vecdit.bench attention --inputs ${ATTN_INPUTS:-random} --out "$OUT") ;;
+      (cd /tmp && python3 -m vecdit.bench attention --inputs ${ATTN_INPUTS:-random} --shapes ${ATTN_SHAPES:-wan2.1-1.3b-480p wan2.1-14b-720p hunyuanvideo-720p} --out "$OUT") ;;
     transformer)  # ~5 min: HunyuanVideo-720p forward, stock vs vecdit (fused RoPE since session 2)
       (cd /tmp && python3 -m vecdit.bench transformer --models hunyuanvideo-720p --out "$OUT") ;;
     *) echo "unknown step $step" ;;

@@ -17,7 +17,7 @@ its own warps, FlashAttention-3 style:
       releases the stage on `empty[s]`; OVERLAP issues the next tile's Q K^T before the softmax.
 Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
 blocks -> zeros and lse = -inf. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
-busy, 40% hit rate; bench/NOTES.md, session 3), which `segment_offset` (experimental) attacks.
+busy, 40% hit rate; bench/NOTES.md, session 3): key segments (`segments`) shrink the working set.
 """
 import torch
 import triton
@@ -261,30 +261,34 @@ CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
-                           scale=None, maxnreg=None, segment_offset=None, **config):
+                           scale=None, maxnreg=None, segments=None, **config):
     """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
     [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts.
 
-    segment_offset (EXPERIMENTAL, int64 `[rows, n + 1]`): split each row's sorted list into n key
-    segments; returns fp32 partial outputs `[n, B, S, H, D]` and lse `[n, B, H, S]` to merge."""
+    segments: cut each row's list into this many key ranges, run them one after the other and
+    merge by lse (vecdit/ops/segments.py); default `auto_segments(k)` (4 where one head's K/V
+    exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
+    from .segments import auto_segments, merge_segments, segment_bounds
+
     cfg = {**CONFIG, **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
     batch, seq_q, heads, dim = q.shape
     nqb = triton.cdiv(seq_q, cfg["BLOCK_M"])
-    nseg = 1 if segment_offset is None else segment_offset.shape[-1] - 1
-    if segment_offset is None:
+    nseg = auto_segments(k) if segments is None else segments
+    if nseg == 1:
         out = torch.empty_like(q)
         lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
         seg_args = (column_offset, 1, 0, 0)
     else:
-        out = torch.empty(nseg, batch, seq_q, heads, dim, dtype=torch.float32, device=q.device)
+        out = torch.empty(nseg, batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
         lse = torch.empty(nseg, batch, heads, seq_q, dtype=torch.float32, device=q.device)
-        seg_args = (segment_offset, nseg, out.stride(0), lse.stride(0))
-    o_strides = out.stride()[-4:]
+        bounds = segment_bounds(column_index, column_offset, column_count, k.shape[1], nseg)
+        seg_args = (bounds, nseg, out.stride(0), lse.stride(0))
     scale = dim ** -0.5 if scale is None else scale
+    # grid z = segment, slowest: the programs running together share one (segment, head)
     gluon_sparse_attn_kernel[(nqb, batch * heads, nseg)](
         q, k, v, out, lse, column_index, column_offset, column_count, scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *o_strides, heads, seq_q, nqb, dense_start, dense_end,
-        *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=segment_offset is not None, **cfg)
-    return out, lse
+        *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, nqb, dense_start, dense_end,
+        *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=nseg > 1, **cfg)
+    return (out, lse) if nseg == 1 else merge_segments(out, lse, q.dtype)

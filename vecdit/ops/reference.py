@@ -106,3 +106,28 @@ def vector_selection_reference(
             keep = torch.where(count < min_columns, order < min_columns, keep)
     assert num_query_blocks(seq_q) == keep.shape[2]
     return VectorSelection.from_mask(keep)
+
+
+def segment_bounds_reference(column_index, column_offset, column_count, segment_keys: int, segments: int):
+    """Reference of `segments.segment_bounds`: per row, the first position whose key reaches each bound."""
+    rows = column_count.numel()
+    bounds = torch.empty(rows, segments + 1, dtype=torch.int64, device=column_index.device)
+    for r in range(rows):
+        start, count = int(column_offset[r]), int(column_count[r])
+        keys = column_index[start:start + count].long()
+        prev = start
+        bounds[r, 0] = start
+        for z in range(1, segments):
+            # sorted lists: entries below the bound; the running max keeps the bounds non-decreasing
+            prev = max(prev, start + int(torch.searchsorted(keys, torch.tensor(z * segment_keys, device=keys.device))))
+            bounds[r, z] = prev
+        bounds[r, segments] = start + count
+    return bounds
+
+
+def merge_segments_reference(part, part_lse):
+    """Reference of `segments.merge_segments` in fp32: softmax weights of the segments' lse."""
+    lse = torch.logsumexp(part_lse.float(), 0)  # [B, H, S]
+    weights = torch.exp(part_lse.float() - torch.where(torch.isinf(lse), 0.0, lse)).nan_to_num(0.0)
+    out = (part.float() * weights.permute(0, 1, 3, 2)[..., None]).sum(0)
+    return out, lse
