@@ -21,17 +21,16 @@ from vecdit.ops._attn_gluon_kernel import CONFIG, gluon_sparse_attention, gluon_
 # 2 x 115 KB), fewer producer warps so the consumer can hold more registers (2 programs x
 # (4 + PRODUCER_WARPS) warps x maxnreg <= 64K), 32-key tiles with more stages.
 # Run 2 (H100): one producer warpgroup beats two or one warps by far (T ~ 56 ms + 316 ms / warps):
-# the producer bounds the kernel. Its tiles wait on their own index loads, so: indices INDEX_AHEAD
-# tiles early, (Eight producer warps at two programs per SM: ptxas rejects Gluon's register split.)
-# Keys: BLOCK_N, STAGES, PRODUCER_WARPS, PRODUCER_REGS, maxnreg, OVERLAP, INDEX_AHEAD.
-def _v(bn, stages, pwarps, regs, maxnreg, overlap, ahead):
-    return dict(BLOCK_N=bn, STAGES=stages, PRODUCER_WARPS=pwarps, PRODUCER_REGS=regs, maxnreg=maxnreg,
-                OVERLAP=overlap, INDEX_AHEAD=ahead)
+# the producer bounds the kernel. Tried next: its indices more tiles early. (Eight producer warps
+# at two programs per SM: ptxas rejects Gluon's register split.)
+# Run 3 (H200): indices 2-3 tiles ahead and the overlapped softmax were no faster either; both knobs
+# are gone from the kernel (git history at 946c70e has them). What is left to vary:
+# BLOCK_N, STAGES, PRODUCER_WARPS, PRODUCER_REGS, maxnreg.
+def _v(bn, stages, pwarps, regs, maxnreg):
+    return dict(BLOCK_N=bn, STAGES=stages, PRODUCER_WARPS=pwarps, PRODUCER_REGS=regs, maxnreg=maxnreg)
 
 
-VARIANTS = [_v(64, 3, 4, 88, 128, False, 1), _v(64, 3, 4, 88, 128, False, 2), _v(64, 3, 4, 88, 128, False, 3),
-            _v(64, 2, 4, 88, 128, False, 2), _v(64, 2, 4, 88, 128, False, 3), _v(64, 3, 4, 88, 128, True, 2),
-            _v(64, 3, 4, 88, 128, True, 3), _v(32, 6, 4, 88, 128, False, 3)]
+VARIANTS = [_v(64, 3, 4, 88, 128), _v(64, 2, 4, 88, 128), _v(32, 6, 4, 88, 128), _v(64, 3, 4, 88, None)]
 
 
 def _ptxas_usage(kernel):

@@ -43,7 +43,7 @@ base = min(r["ms"] for r in rows if r["kernel"].startswith("triton"))
 ok = [r for r in rows if "ms" in r and r["kernel"] == "gluon ws" and r["rel_diff_vs_triton"] < 1e-2]
 best = min(ok, key=lambda r: r["ms"], default=None)
 if best and best["ms"] < base:
-    keys = ("BLOCK_N", "STAGES", "PRODUCER_WARPS", "PRODUCER_REGS", "maxnreg", "OVERLAP", "INDEX_AHEAD")
+    keys = ("BLOCK_N", "STAGES", "PRODUCER_WARPS", "PRODUCER_REGS", "maxnreg")
     print(repr({"BLOCK_M": 64, **{k: best[k] for k in keys}}))
 PY
 )

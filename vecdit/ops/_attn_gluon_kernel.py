@@ -14,7 +14,7 @@ its own warps, FlashAttention-3 style:
       with cp.async.mbarrier.arrive.noinc (one arrival per producer thread, when its copies land);
   consumer (the default 4 warps, one warpgroup): waits `full[s]`, S = Q K^T and O += P V with
       wgmma (Q and K/V from shared memory, P from registers), online softmax in fp32, then
-      releases the stage on `empty[s]`; OVERLAP issues the next tile's Q K^T before the softmax.
+      releases the stage on `empty[s]`.
 Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
 blocks -> zeros and lse = -inf. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
 busy, 40% hit rate; bench/NOTES.md, session 3): key segments (`segments`) shrink the working set.
@@ -28,9 +28,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     warpgroup_mma,
-    warpgroup_mma_init,
     warpgroup_mma_wait,
 )
+
+from .segments import auto_segments, merge_segments, segment_bounds
 
 LOG2E = 1.4426950408889634
 
@@ -54,43 +55,26 @@ def _tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N: gl.constexp
 @gluon.jit
 def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, sel_start, count, dense_start,
               dense_end, n_dense_tiles, n_tiles, stride_ks, stride_kd, stride_vs, stride_vd,
-              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr,
-              INDEX_AHEAD: gl.constexpr):
+              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr):
     # 8 bf16 = 16 bytes per thread along the head dim: one cp.async each
     layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
     d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout)), 0)
     dense_len = dense_end - dense_start
-    # The indices of tile t are loaded INDEX_AHEAD tiles early: a gather whose addresses come from a
-    # load just issued waits one memory latency per tile, which bounded the producer (session 3).
-    cols0 = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
-    cols1 = cols0
-    cols2 = cols0
-    if INDEX_AHEAD >= 2:
-        cols1 = _tile_cols(COLUMN_INDEX, 1, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
-    if INDEX_AHEAD >= 3:
-        cols2 = _tile_cols(COLUMN_INDEX, 2, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
+    # each tile's indices are loaded one tile early (two or three early measured no faster, session 3)
+    cols = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
     for t in range(n_tiles):
         s = t % STAGES
-        ahead = _tile_cols(COLUMN_INDEX, t + INDEX_AHEAD, n_dense_tiles, dense_start, sel_start, count, offs_n,
-                           BLOCK_N)
+        next_cols = _tile_cols(COLUMN_INDEX, t + 1, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
         # a fresh barrier passes a wait on parity 1: the first STAGES tiles do not wait
         mbarrier.wait(empty.index(s), ((t // STAGES) & 1) ^ 1)
-        rows = gl.expand_dims(cols0.to(gl.int64), 1)
+        rows = gl.expand_dims(cols.to(gl.int64), 1)
         m = gl.expand_dims(_tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N), 1)
         # rows past a list's end are zero-filled (cp.async with a zero source size)
         async_copy.async_copy_global_to_shared(k_smem.index(s), K + k_base + rows * stride_ks + d * stride_kd, mask=m)
         async_copy.async_copy_global_to_shared(v_smem.index(s), V + v_base + rows * stride_vs + d * stride_vd, mask=m)
         async_copy.mbarrier_arrive(full.index(s), increment_count=False)
-        if INDEX_AHEAD == 1:
-            cols0 = ahead
-        elif INDEX_AHEAD == 2:
-            cols0 = cols1
-            cols1 = ahead
-        else:
-            cols0 = cols1
-            cols1 = cols2
-            cols2 = ahead
+        cols = next_cols
 
 
 @gluon.jit
@@ -138,8 +122,7 @@ def _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
               count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-              OVERLAP: gl.constexpr):
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -147,47 +130,20 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, str
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
     zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-    if OVERLAP:
-        # FlashAttention-3's intra-warpgroup overlap: Q K^T of tile t+1 is issued before the
-        # softmax of tile t, so the tensor cores work while the softmax runs
-        acc_tok = warpgroup_mma_init(acc)
-        qk_tok = warpgroup_mma_init(zero_s)
-        if n_tiles > 0:
-            mbarrier.wait(full.index(0), 0)
-            fence_async_shared()
-            qk_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        for t in range(n_tiles):
-            s = t % STAGES
-            qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_tok, acc_tok))
-            if t > 0:  # P V of tile t-1 is done: its stage can be refilled
-                gl.thread_barrier()
-                mbarrier.arrive(empty.index((t - 1) % STAGES))
-            if t + 1 < n_tiles:
-                s1 = (t + 1) % STAGES
-                mbarrier.wait(full.index(s1), ((t + 1) // STAGES) & 1)
-                fence_async_shared()
-                qk_tok = warpgroup_mma(q_smem, k_smem.index(s1).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            else:
-                qk_tok = warpgroup_mma_init(zero_s)
-            p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                             qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
-            acc_tok = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, ))
-    else:
-        for t in range(n_tiles):
-            s = t % STAGES
-            mbarrier.wait(full.index(s), (t // STAGES) & 1)
-            # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
-            fence_async_shared()
-            qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
-            p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                             qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
-            acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-            # every consumer warp has waited for its wgmma; then one thread releases the stage
-            gl.thread_barrier()
-            mbarrier.arrive(empty.index(s))
+    for t in range(n_tiles):
+        s = t % STAGES
+        mbarrier.wait(full.index(s), (t // STAGES) & 1)
+        # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
+        fence_async_shared()
+        qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
+        p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        # every consumer warp has waited for its wgmma; then one thread releases the stage
+        gl.thread_barrier()
+        mbarrier.arrive(empty.index(s))
     _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
                s_layout, o_layout)
 
@@ -202,7 +158,7 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             OVERLAP: gl.constexpr, INDEX_AHEAD: gl.constexpr, SEGMENTED: gl.constexpr):
+                             SEGMENTED: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     seg = gl.program_id(2).to(gl.int64)
@@ -246,18 +202,18 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
         (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh + seg * stride_oz,
                      bh.to(gl.int64) * Sq + seg * stride_lz,
                      stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, OVERLAP)),
+                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
         (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                      b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
-                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS,
-                     INDEX_AHEAD)),
+                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
     ], [PRODUCER_WARPS], [PRODUCER_REGS])
 
 
 # Session 3 (bench/results/gluon-sparse-attn-*-session3-*.jsonl): two programs per SM (maxnreg 128,
 # 3 stages in 2 x 115 KB) is the fastest of 26 variants on H100 and H200; indices further ahead,
-# the overlapped softmax, 32-key tiles and fewer producer warps are not faster.
-CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=88, OVERLAP=False, INDEX_AHEAD=1, maxnreg=128)
+# FA3's overlapped softmax (both removed since; in git history at 946c70e), 32-key tiles and fewer
+# producer warps are not faster.
+CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=88, maxnreg=128)
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
@@ -268,8 +224,6 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     segments: cut each row's list into this many key ranges, run them one after the other and
     merge by lse (vecdit/ops/segments.py); default `auto_segments(k)` (4 where one head's K/V
     exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
-    from .segments import auto_segments, merge_segments, segment_bounds
-
     cfg = {**CONFIG, **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg

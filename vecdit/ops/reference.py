@@ -128,6 +128,6 @@ def segment_bounds_reference(column_index, column_offset, column_count, segment_
 def merge_segments_reference(part, part_lse):
     """Reference of `segments.merge_segments` in fp32: softmax weights of the segments' lse."""
     lse = torch.logsumexp(part_lse.float(), 0)  # [B, H, S]
-    weights = torch.exp(part_lse.float() - torch.where(torch.isinf(lse), 0.0, lse)).nan_to_num(0.0)
+    weights = torch.exp(part_lse.float() - torch.where(torch.isinf(lse), 0.0, lse))  # -inf parts weigh 0
     out = (part.float() * weights.permute(0, 1, 3, 2)[..., None]).sum(0)
     return out, lse
