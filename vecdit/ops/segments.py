@@ -4,7 +4,8 @@ time, merge the partial outputs by log-sum-exp.
 
 At HunyuanVideo-720p the concurrent programs of one head gather from 61 MB of K/V, more than the
 50 MB L2; with 4 segments the working set fits, and the Gluon kernel plus bounds and merge runs
-~9% faster (median of four H100 runs, bench/results/gluon-segments-*-session3-run*.json).
+0-13% faster than unsegmented in the same run, never slower (H100,
+bench/results/gluon-segments-*-session3-run*.json).
 Used by the Hopper kernel when one head's K/V exceed `SEGMENT_MIN_BYTES`; the cost is `segments`
 partial outputs in the input dtype.
 """
