@@ -27,8 +27,9 @@ class GenerateSettings:
     steps: int | None = None
     guidance: float | None = None
     negative_prompt: str = ""
-    threshold: float | None = None
-    density: float | None = None  # max_density cap
+    threshold: float | None = None  # the min-p rule
+    density: float | None = None  # the top-k rule: keys kept per query tile
+    query_tiles: str | None = None  # "4x4x4", "4x4x8", ... or "raster"
     dense_steps: float | None = None
     reuse_interval: int | None = None
     random_weights: bool = False
@@ -40,10 +41,12 @@ class GenerateSettings:
 def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
     base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
     overrides = dict(collect_stats=True)
-    if s.threshold is not None:
-        overrides["threshold"] = s.threshold
+    if s.threshold is not None:  # the min-p rule replaces the preset's top-k density
+        overrides.update(threshold=s.threshold, density=None)
     if s.density is not None:
-        overrides["max_density"] = s.density
+        overrides.update(density=s.density, threshold=None, max_density=None)
+    if s.query_tiles is not None:
+        overrides["query_tiles"] = parse_tiles(s.query_tiles)
     if s.dense_steps is not None:
         overrides["dense_steps"] = int(s.dense_steps) if float(s.dense_steps) >= 1 else float(s.dense_steps)
     if s.reuse_interval is not None:
@@ -51,6 +54,19 @@ def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
     import dataclasses
 
     return dataclasses.replace(base, **overrides)
+
+
+def parse_tiles(text: str):
+    """`raster` or `TxHxW` (e.g. `4x4x4`) -> VecAttnConfig.query_tiles."""
+    if text == "raster":
+        return "raster"
+    try:
+        tiles = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        tiles = ()
+    if len(tiles) != 3:
+        raise GenerateError(f"--query-tiles must be 'raster' or frames x height x width like 4x4x4, got {text!r}")
+    return tiles
 
 
 class Generator:

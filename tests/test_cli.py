@@ -27,7 +27,9 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
     assert frames.shape == (9, 128, 128, 3)
     side = json.loads((tmp_path / "fox.json").read_text())
     assert set(side["seconds"]) >= {"text_encoding", "denoising", "decoding"}
-    assert 0 < side["density"] <= 1 and side["settings"]["steps"] == 4 and side["vecdit_config"]["threshold"] == 0.05
+    assert side["settings"]["steps"] == 4 and side["vecdit_config"]["query_tiles"] == [4, 4, 4]
+    # the default rule keeps its density on any model, random weights included (tiles of 64 on a 9x8x8 grid)
+    assert side["vecdit_config"]["threshold"] is None and side["density"] == pytest.approx(0.25, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -37,11 +39,12 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
         (["--frames", "10"], "nearest valid: 9 or 13"),
         (["--height", "70"], "nearest valid: 64 or 80"),
         (["--attention", "vec", "--threshold", "1.5"], "threshold"),
+        (["--attention", "vec", "--query-tiles", "4x4"], "query-tiles"),
         (["--model", "nobody/no-such-model"], "huggingface-cli download nobody/no-such-model"),
         (["--output", "/proc/no/such/dir/x.mp4"], "cannot write --output"),
         (["--output", "x.avi"], ".mp4"),
     ],
-    ids=["unknown-model", "frames", "height", "threshold", "hub-offline", "unwritable", "extension"],
+    ids=["unknown-model", "frames", "height", "threshold", "tiles", "hub-offline", "unwritable", "extension"],
 )
 def test_generate_errors_name_the_fix(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vecdit.ops import VectorSelection, vector_selection, vector_sparse_attention
+from vecdit.ops import QueryTiles, VectorSelection, vector_selection, vector_sparse_attention
 
 
 def _qkv(device, dtype=torch.bfloat16, sq=70, sk=80, heads=2, dim=64):
@@ -58,6 +58,24 @@ def test_other_parameters_raise(device):
         vector_sparse_attention(q, k, v, _sel(device, heads=1))
 
 
+@pytest.mark.parametrize("grid, tile, match", [
+    ((2, 5, 7), (4, 4, 4), "grid"),  # 70 tokens, q has 72
+    ((0, 5, 14), (4, 4, 4), "grid"),
+    ((2, 5), (4, 4, 4), "grid"),
+    ((2, 5, 7), (4, 4, 2), "tile"),
+    ((2, 5, 7), (4, 0, 16), "tile"),
+    (None, (4, 4, 4), "grid"),
+])
+def test_bad_query_tiles_raise_value_error_naming_them(grid, tile, match, device):
+    q, k, _ = _qkv(device, sq=72)
+    with pytest.raises(ValueError, match=match):
+        vector_selection(q, k, 0.2, query_tiles=QueryTiles(grid, tile))
+    with pytest.raises(ValueError, match="query_tiles"):
+        vector_selection(q, k, 0.2, query_tiles=(4, 4, 4))
+    with pytest.raises(ValueError, match="max_density"):
+        vector_selection(q, k, None)
+
+
 def test_index_out_of_range_raises_in_debug_mode(device, monkeypatch):
     q, k, v = _qkv(device)
     sel = _sel(device)
@@ -71,22 +89,29 @@ def test_index_out_of_range_raises_in_debug_mode(device, monkeypatch):
 def test_ops_registered_with_torch_library(device):
     q, k, v = _qkv(device)
     sel = _sel(device)
-    torch.library.opcheck(
-        torch.ops.vecdit.vec_sparse_attn.default,
-        (q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), 0, 0, 0.125),
-        test_utils=("test_schema", "test_faketensor"),
-    )
-    gap = torch.full((2,), 2.0, device=device)
-    torch.library.opcheck(torch.ops.vecdit.vec_select.default, (q, k, gap, False, 0, 0, 0.125),
-                          test_utils=("test_schema",))
+    index = torch.randperm(q.shape[1]).to(device, torch.int32)  # a query order (tiles) read through its index
+    for query_index in (None, index):
+        torch.library.opcheck(
+            torch.ops.vecdit.vec_sparse_attn.default,
+            (q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), 0, 0, 0.125, query_index, 64),
+            test_utils=("test_schema", "test_faketensor"),
+        )
+        gap = torch.full((2,), 2.0, device=device)
+        torch.library.opcheck(torch.ops.vecdit.vec_select.default, (q, k, gap, True, False, 0, 0, 0.125, query_index, 64),
+                              test_utils=("test_schema",))
 
 
 def test_torch_compile_fullgraph_does_not_break(device):
-    q, k, v = _qkv(device)
+    q, k, v = _qkv(device, sq=96)
+
+    tiles = QueryTiles((2, 4, 12), (2, 4, 8))  # 96 queries in two 64-query tiles, read through an index
+    tiles.query_index(device)  # built once outside the graph, as the processors do per forward
 
     def block(q, k, v):
         sel = vector_selection(q, k, 0.2)
-        return vector_sparse_attention(q * 1.0, k, v, sel, dense_range=None) + 1.0
+        top = vector_selection(q, k, None, max_density=0.25, query_tiles=tiles)
+        return (vector_sparse_attention(q * 1.0, k, v, sel, dense_range=None)
+                + vector_sparse_attention(q, k, v, top) + 1.0)
 
     torch._dynamo.reset()
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")

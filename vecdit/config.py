@@ -9,22 +9,36 @@ from dataclasses import dataclass, field
 import torch
 
 from .ops.selection import SELECTION_MODES
+from .ops.tiles import BLOCK_SIZES, DEFAULT_TILE, QueryTiles
 
 TEXT_HANDLING = ("always", "select")
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# the top-k rule's keys per query tile when neither `density` nor `threshold` is given
+DEFAULT_DENSITY = 0.25
 
 
 @dataclass
 class VecAttnConfig:
     """Configuration of vector-wise sparse attention in a diffusers transformer.
 
+    Two selection rules, per query block:
+      - top-k (the default, `threshold=None`): each block keeps its `density` best keys. It keeps
+        the most attention mass at a given density (bench/results/tiles-*.json) and makes the
+        density, and so the speed, what you ask for.
+      - min-p (the method as published, `threshold=...`): keep key j if p_j >= threshold * p_max;
+        `max_density` caps it per block (min-p inside a budget).
+
     Args:
-        threshold (`float`, `[heads]` or `[layers, heads]`, defaults to 0.05):
-            keep key j of a 64-query block if p_j >= threshold * p_max. Lower keeps more keys
-            (slower, closer to dense). A `[layers, heads]` table indexes the sparse-capable
-            attention layers in model order (Wan: `blocks.i.attn1`; HunyuanVideo: dual-stream
-            then single-stream blocks).
-        max_density (`float`, *optional*): at most this fraction of keys per block (a speed budget).
+        query_tiles (`tuple[int, int, int]` or `"raster"`, defaults to `(4, 4, 4)`): query blocks are
+            compact (frames, height, width) tiles of the latent grid (64 or 128 queries; the grid is
+            read from the transformer's input). `"raster"` keeps the paper's 64 consecutive tokens.
+        density (`float`, *optional*): top-k rule: the fraction of keys each query block keeps
+            (defaults to 0.25 when `threshold` is not given). Lower is faster.
+        threshold (`float`, `[heads]` or `[layers, heads]`, *optional*): min-p rule: keep key j of a
+            block if p_j >= threshold * p_max. Lower keeps more keys (slower, closer to dense). A
+            `[layers, heads]` table indexes the sparse-capable attention layers in model order
+            (Wan: `blocks.i.attn1`; HunyuanVideo: dual-stream then single-stream blocks).
+        max_density (`float`, *optional*): min-p rule: at most this fraction of keys per block.
         min_columns (`int`, defaults to 0): at least this many keys per block.
         dense_steps (`int` or `float`, defaults to 0.06): denoising steps run dense at the start;
             a float in [0, 1) is a fraction of the pipeline's steps (the method's first 6%), rounded up.
@@ -43,10 +57,12 @@ class VecAttnConfig:
             step, layer and head (CUDA events, read only by `vecdit.stats`; no host sync per call).
 
     >>> import vecdit
-    >>> vecdit.enable(pipe, vecdit.VecAttnConfig(threshold=0.05, reuse_interval=2))  # doctest: +SKIP
+    >>> vecdit.enable(pipe, vecdit.VecAttnConfig(density=0.15, reuse_interval=2))  # doctest: +SKIP
     """
 
-    threshold: float | list | torch.Tensor = 0.05
+    query_tiles: tuple[int, int, int] | str = DEFAULT_TILE
+    density: float | None = None
+    threshold: float | list | torch.Tensor | None = None
     max_density: float | None = None
     min_columns: int = 0
     dense_steps: int | float = 0.06
@@ -60,11 +76,27 @@ class VecAttnConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
-        t = torch.as_tensor(self.threshold, dtype=torch.float64)
-        if t.dim() > 2:
-            raise ValueError(f"`threshold` must be a scalar, [heads] or [layers, heads], got shape {tuple(t.shape)}")
-        if not bool(torch.all((t > 0) & (t <= 1))):
-            raise ValueError("`threshold` values must lie in (0, 1]")
+        tiles = self.query_tiles
+        if isinstance(tiles, list):
+            tiles = self.query_tiles = tuple(tiles)
+        if tiles != "raster":
+            if (not isinstance(tiles, tuple) or len(tiles) != 3 or any(not isinstance(x, int) or x < 1 for x in tiles)
+                    or math.prod(tiles) not in BLOCK_SIZES):
+                raise ValueError(f"`query_tiles` must be 'raster' or (frames, height, width) sizes with "
+                                 f"{' or '.join(map(str, BLOCK_SIZES))} members, got {tiles!r}")
+        if self.threshold is not None:
+            t = torch.as_tensor(self.threshold, dtype=torch.float64)
+            if t.dim() > 2:
+                raise ValueError(f"`threshold` must be a scalar, [heads] or [layers, heads], got shape {tuple(t.shape)}")
+            if not bool(torch.all((t > 0) & (t <= 1))):
+                raise ValueError("`threshold` values must lie in (0, 1]")
+            if self.density is not None:
+                raise ValueError("`density` sets the top-k rule and `threshold` the min-p rule: give one of them "
+                                 "(min-p inside a budget: `threshold` with `max_density`)")
+        elif self.max_density is not None:
+            raise ValueError("`max_density` caps the min-p rule; with the top-k rule (no `threshold`) use `density`")
+        if self.density is not None and not 0 < self.density <= 1:
+            raise ValueError(f"`density` must lie in (0, 1] or be None, got {self.density}")
         if self.max_density is not None and not 0 < self.max_density <= 1:
             raise ValueError(f"`max_density` must lie in (0, 1] or be None, got {self.max_density}")
         if int(self.min_columns) < 0:
@@ -95,7 +127,28 @@ class VecAttnConfig:
             )
         return math.ceil(self.dense_steps * num_inference_steps)
 
-    def threshold_for(self, layer: int, heads: int) -> float | torch.Tensor:
+    @property
+    def rule(self) -> str:
+        """`"topk"` (no threshold) or `"minp"`."""
+        return "topk" if self.threshold is None else "minp"
+
+    @property
+    def raster(self) -> bool:
+        return self.query_tiles == "raster"
+
+    def budget(self) -> float | None:
+        """Per-block key budget as a fraction (`max_density` of the selection ops)."""
+        if self.threshold is None:
+            return self.density if self.density is not None else DEFAULT_DENSITY
+        return self.max_density
+
+    def tiles_for(self, grid) -> QueryTiles | None:
+        """The query grouping on a (frames, height, width) grid (None: raster)."""
+        return None if self.raster or grid is None else QueryTiles(tuple(grid), self.query_tiles)
+
+    def threshold_for(self, layer: int, heads: int) -> float | torch.Tensor | None:
+        if self.threshold is None:
+            return None
         if isinstance(self.threshold, (int, float)):
             return float(self.threshold)  # plain Python: nothing for torch.compile to break on
         t = torch.as_tensor(self.threshold, dtype=torch.float32)
@@ -112,6 +165,8 @@ class VecAttnConfig:
         if isinstance(self.threshold, torch.Tensor):
             d["threshold"] = self.threshold.tolist()
         d["dense_layers"] = list(self.dense_layers)
+        if self.query_tiles != "raster":
+            d["query_tiles"] = list(self.query_tiles)
         return d
 
     @classmethod
@@ -124,12 +179,15 @@ class VecAttnConfig:
 
     @classmethod
     def from_calibration(cls, path: str, **overrides) -> "VecAttnConfig":
-        """Config with the [layers, heads] threshold table written by `vecdit calibrate`."""
+        """Config with the [layers, heads] min-p threshold table written by `vecdit calibrate`, in
+        the query grouping it was measured with (`query_tiles` in the file; raster if absent)."""
         import json
 
         with open(path) as f:
-            table = json.load(f)["threshold"]
-        return cls(threshold=torch.tensor(table, dtype=torch.float32), **overrides)
+            data = json.load(f)
+        tiles = data.get("query_tiles", "raster")
+        overrides.setdefault("query_tiles", tuple(tiles) if isinstance(tiles, list) else tiles)
+        return cls(threshold=torch.tensor(data["threshold"], dtype=torch.float32), **overrides)
 
     @classmethod
     def for_model(cls, name: str, **overrides) -> "VecAttnConfig":
@@ -140,10 +198,10 @@ class VecAttnConfig:
 
 
 # Starting points, not calibrated tables: no model weights reach our machines. The method's schedule
-# (first 6% of steps dense, no dense layers); thresholds chosen for about the densities reported
-# for these models (45-65% sparsity). Calibrate per (layer, head) for real use.
+# (first 6% of steps dense, no dense layers), 4x4x4 query tiles and the top-k rule at 25% of the
+# keys, where the lab's proxy keeps 0.98-0.99 of the attention mass (bench/results/tiles-*.json).
 PRESETS: dict[str, VecAttnConfig] = {
-    "wan2.1-t2v-1.3b": VecAttnConfig(threshold=0.05, dense_steps=0.06),
-    "wan2.1-t2v-14b": VecAttnConfig(threshold=0.05, dense_steps=0.06),
-    "hunyuanvideo": VecAttnConfig(threshold=0.03, dense_steps=0.06, text_handling="always"),
+    "wan2.1-t2v-1.3b": VecAttnConfig(density=0.25, dense_steps=0.06),
+    "wan2.1-t2v-14b": VecAttnConfig(density=0.25, dense_steps=0.06),
+    "hunyuanvideo": VecAttnConfig(density=0.25, dense_steps=0.06, text_handling="always"),
 }

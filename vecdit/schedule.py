@@ -63,6 +63,7 @@ class _Tracker:
     cached_bytes: int = 0
     history: list = field(default_factory=list)  # (branch, step, phase) per forward
     stats: list = field(default_factory=list)
+    grid: tuple[int, int, int] | None = None  # post-patchify (frames, height, width) of this forward
 
 
 class VecStepHook(ModelHook):
@@ -79,6 +80,7 @@ class VecStepHook(ModelHook):
         self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
         self.t = _Tracker()
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
+        self._tiles: dict = {}  # grid -> QueryTiles (their index is built once per resolution)
 
     def initialize_hook(self, module):
         index = 0
@@ -128,6 +130,7 @@ class VecStepHook(ModelHook):
         self.parallel_config = getattr(module, "_parallel_config", None)
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         self.begin_forward(timestep, self.state_manager._context)
+        self.t.grid = latent_grid(module, kwargs.get("hidden_states", args[0] if args else None))
         return args, kwargs
 
     def reset_state(self, module):
@@ -141,6 +144,17 @@ class VecStepHook(ModelHook):
     # -- what processors ask -------------------------------------------------------------------
     def layer(self, attn) -> int | None:
         return self.layer_of.get(id(attn))
+
+    def query_tiles(self, seq_q: int):
+        """QueryTiles of this forward's grid for `seq_q` video queries (None: raster order, or the
+        grid does not hold them)."""
+        grid = self.t.grid
+        if grid is None or self.config.raster or grid[0] * grid[1] * grid[2] != seq_q:
+            return None
+        tiles = self._tiles.get(grid)
+        if tiles is None:
+            tiles = self._tiles[grid] = self.config.tiles_for(grid)
+        return tiles
 
     def cached(self, layer: int):
         return self.t.selections.get((self.t.branch, layer))
@@ -156,6 +170,22 @@ class VecStepHook(ModelHook):
         self.t.selections[key] = selection
         self.t.cached_bytes += selection.nbytes()
         return True
+
+
+def latent_grid(transformer, hidden_states) -> tuple[int, int, int] | None:
+    """Post-patchify (frames, height, width) of a Wan / HunyuanVideo latent `[B, C, F, H, W]`."""
+    if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 5:
+        return None
+    cfg = transformer.config
+    patch = cfg.get("patch_size")
+    if isinstance(patch, (tuple, list)) and len(patch) == 3:  # Wan: (t, h, w)
+        pt, ph, pw = patch
+    elif isinstance(patch, int):  # HunyuanVideo: spatial patch and patch_size_t
+        pt, ph, pw = cfg.get("patch_size_t", 1), patch, patch
+    else:
+        return None
+    f, h, w = hidden_states.shape[2:]
+    return f // pt, h // ph, w // pw
 
 
 def get_step_hook(transformer) -> VecStepHook | None:
@@ -181,11 +211,15 @@ def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
     from diffusers.models.modeling_utils import ModelMixin
 
     frame = sys._getframe(1)
-    transformer, timestep, pipeline = None, None, None
+    transformer, timestep, pipeline, grid = None, None, None, None
     while frame is not None:
         owner = frame.f_locals.get("self")
         if transformer is None and isinstance(owner, ModelMixin) and any(m is attn for m in owner.modules()):
             transformer, timestep = owner, frame.f_locals.get("timestep")
+            # both models' forwards name the post-patchify grid so
+            names = ("post_patch_num_frames", "post_patch_height", "post_patch_width")
+            if all(isinstance(frame.f_locals.get(n), int) for n in names):
+                grid = tuple(frame.f_locals[n] for n in names)
         elif isinstance(owner, DiffusionPipeline):
             pipeline = owner
             break
@@ -197,6 +231,7 @@ def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
         hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None))
         hook.parallel_config = getattr(transformer, "_parallel_config", None)
         hook.begin_forward(timestep if timestep is not None else 0.0)
+        hook.t.grid = grid
     return hook
 
 

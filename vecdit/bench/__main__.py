@@ -8,35 +8,40 @@ import sys
 import torch
 
 
-def _attention_markdown(env: dict, results: list[dict], sweep_rows: list[dict] | None) -> str:
+def _attention_markdown(env: dict, results: list[dict]) -> str:
     lines = [f"# vecdit attention benchmark on {env['card']}", "",
              f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, {env['date']}. "
              "bf16, head_dim 128, batch 1, medians of triton.testing.do_bench. Inputs: `random` (i.i.d., "
-             "no locality) or `structured` (the fidelity lab's proxy of video attention); threshold "
-             "calibrated per target density; `rel err vs dense` is large by construction on random "
-             "(flat) attention, `kernel err` is vs an fp32 reference of the same selection.", ""]
+             "no locality) or `structured` (the fidelity lab's proxy of video attention). Variants: query "
+             "blocks as raster strips or 4x4x4 / 4x4x8 tiles of the latent grid; the top-k rule (the "
+             "default) or the published min-p rule with its threshold calibrated to the density. `rel err "
+             "vs dense` is large by construction on random (flat) attention, `kernel err` is vs an fp32 "
+             "reference of the same selection.", ""]
     for r in results:
         d = r["dense"]
         lines += [f"## {r['shape']} ({r.get('inputs', 'random')} inputs): {r['heads']} heads, {r['video_tokens']} video + "
                   f"{r['text_tokens']} text tokens", "",
                   f"dense SDPA cuDNN {d['cudnn']['ms']:.2f} ms ({d['cudnn']['tflops']:.0f} TFLOP/s), "
                   f"flash {d['flash']['ms']:.2f} ms ({d['flash']['tflops']:.0f} TFLOP/s)", "",
-                  "| mode | density | selection ms | attention ms | total ms | x cuDNN | x flash | sel / dense | attn TFLOP/s (computed) | peak extra GB | index GB | rel err vs dense | kernel err |",
+                  "| variant | density | selection ms | attention ms | total ms | x cuDNN | x flash | sel / dense | attn TFLOP/s (computed) | peak extra GB | index GB | rel err vs dense | kernel err |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for v in r["vecdit"]:
             lines.append(
-                f"| {v['mode']} | {v['density']:.3f} | {v['selection_ms']:.2f} | {v['attention_ms']:.2f} | {v['total_ms']:.2f} | "
+                f"| {v['variant']} | {v['density']:.3f} | {v['selection_ms']:.2f} | {v['attention_ms']:.2f} | {v['total_ms']:.2f} | "
                 f"{v['speedup_vs_cudnn']:.2f} | {v['speedup_vs_flash']:.2f} | {v['selection_share_of_dense']:.3f} | "
                 f"{v['attention_tflops_on_computed']:.0f} | {v['peak_extra_mem_gb']:.2f} | {v['index_buffer_gb']:.2f} | "
                 f"{v['rel_err_vs_dense']:.3f} | {v['kernel_rel_err_vs_fp32_ref']:.1e} |")
+        lines += ["", "Tile order against raster order, same rule (top-k) and density:", "",
+                  "| density | attention ms raster / tiles | tiles vs raster | total ms raster / tiles | tiles vs raster |",
+                  "| --- | --- | --- | --- | --- |"]
+        for d in sorted({v["target_density"] for v in r["vecdit"]}, reverse=True):
+            by = {v["variant"]: v for v in r["vecdit"] if v["target_density"] == d}
+            if "raster-topk" in by and "tiles-topk" in by:
+                a, b = by["raster-topk"], by["tiles-topk"]
+                lines.append(f"| {d:g} | {a['attention_ms']:.2f} / {b['attention_ms']:.2f} | "
+                             f"{b['attention_ms'] / a['attention_ms'] - 1:+.1%} | {a['total_ms']:.2f} / {b['total_ms']:.2f} | "
+                             f"{b['total_ms'] / a['total_ms'] - 1:+.1%} |")
         lines.append("")
-    if sweep_rows:
-        lines += ["## launch-settings sweep (hunyuanvideo-720p, 25%; last rows: wan2.1-1.3b, all keys)", "",
-                  "| kernel | settings | ms |", "| --- | --- | --- |"]
-        for row in sweep_rows:
-            settings = {k: v for k, v in row.items() if k not in ("kernel", "ms")}
-            ms = row["ms"] if isinstance(row["ms"], str) else f"{row['ms']:.2f}"
-            lines.append(f"| {row['kernel']} | {settings} | {ms} |")
     return "\n".join(lines) + "\n"
 
 
@@ -66,13 +71,13 @@ def main(argv=None) -> int:
 
     att.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     att.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES))
-    att.add_argument("--modes", nargs="+", default=["exact"], choices=["exact", "running"])
-    from .attention import INPUTS
+    from .attention import INPUTS, VARIANTS
 
+    att.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     att.add_argument("--inputs", nargs="+", default=["random"], choices=list(INPUTS),
                      help="random (i.i.d., the worst case for locality) and/or structured (the lab's video proxy)")
-    att.add_argument("--sweep", action="store_true", help="also time kernel launch settings")
     att.add_argument("--out", default="bench/results")
+    att.add_argument("--name", default="attention", help="results file stem (the card and date are appended)")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -97,17 +102,16 @@ def main(argv=None) -> int:
         paths = write_results("transformer-" + "-".join(args.models), {"environment": env, "results": results}, md, args.out)
         print("wrote", *paths)
         return 0
-    from .attention import run_shape, sweep
+    from .attention import run_shape
 
-    sweep_rows = sweep() if args.sweep else None
     results = []
     for shape in args.shapes:
         for inputs in args.inputs:
-            results.append(run_shape(shape, args.densities, args.modes, inputs))
-            print(_attention_markdown(env, [results[-1]], None), flush=True)
+            results.append(run_shape(shape, args.densities, args.variants, inputs))
+            print(_attention_markdown(env, [results[-1]]), flush=True)
             torch.cuda.empty_cache()
-    md = _attention_markdown(env, results, sweep_rows)
-    paths = write_results("attention", {"environment": env, "results": results, "sweep": sweep_rows}, md, args.out)
+    md = _attention_markdown(env, results)
+    paths = write_results(args.name, {"environment": env, "results": results}, md, args.out)
     print(md)
     print("wrote", *paths)
     return 0

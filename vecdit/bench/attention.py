@@ -1,11 +1,12 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Attention benchmark: dense SDPA (cuDNN, flash) against vecdit selection + sparse attention.
 
-Inputs are random bf16 tensors in diffusers' [B, S, H, D] layout at the real token counts. Random
-keys give no natural sparsity, so the threshold that yields each target density is calibrated on
-the inputs first (untimed); the timed selection is the production threshold rule. Relative error
-vs dense is therefore large by construction (random attention is flat); the kernel's own error is
-checked against an fp32 reference of the same selection on sampled query blocks.
+Inputs are bf16 tensors in diffusers' [B, S, H, D] layout at the real token counts (random, or the
+lab's structured proxy). Variants per density: the query grouping (raster strips or tiles of the
+latent grid) and the rule (the default top-k per block keeps the density exactly; the published
+min-p rule gets its threshold calibrated to the density first, untimed). Relative error vs dense
+is large by construction on random (flat) attention; the kernel's own error is checked against an
+fp32 reference of the same selection on sampled query blocks (in the selection's query order).
 """
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vecdit.ops import vector_selection, vector_sparse_attention
-from vecdit.ops.attention import _attn_triton
-from vecdit.ops.selection import _select_triton, check_threshold
+from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 
 from .common import do_bench_ms, sampled_block_error
 
@@ -25,7 +24,9 @@ SHAPES = {
     "wan2.1-14b-720p": dict(heads=40, video=75600, text=0),
     "hunyuanvideo-720p": dict(heads=24, video=118800, text=256),
 }
-DENSITIES = (0.5, 0.25, 0.1)
+# post-patchify (frames, height, width) of each shape's video tokens
+GRIDS = {"wan2.1-1.3b-480p": (21, 30, 52), "wan2.1-14b-720p": (21, 45, 80), "hunyuanvideo-720p": (33, 45, 80)}
+DENSITIES = (0.25, 0.1)
 HEAD_DIM = 128
 
 
@@ -57,12 +58,12 @@ def make_inputs(shape: str, seed: int = 0, device="cuda", inputs: str = "random"
     return tuple(torch.cat([x, t], 1).to(torch.bfloat16) for x, t in zip(video, text))
 
 
-def calibrate_threshold(q, k, density: float, steps: int = 18) -> float:
-    """Scalar threshold whose selection keeps about `density` of the keys (bisection on ln t)."""
+def calibrate_threshold(q, k, density: float, steps: int = 18, query_tiles=None) -> float:
+    """Scalar min-p threshold whose selection keeps about `density` of the keys (bisection on ln t)."""
     lo, hi = -30.0, 0.0  # ln threshold: lo keeps everything, hi keeps about one key per block
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        d = float(vector_selection(q, k, math.exp(mid)).density())
+        d = float(vector_selection(q, k, math.exp(mid), query_tiles=query_tiles).density())
         lo, hi = (mid, hi) if d > density else (lo, mid)
     return math.exp(0.5 * (lo + hi))
 
@@ -75,14 +76,23 @@ def dense_sdpa(q, k, v, backend):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
-def run_shape(shape: str, densities=DENSITIES, modes=("exact",), inputs: str = "random") -> dict:
+# vecdit variants timed per density: (label, query tiles, rule); `tiles-topk` is the default
+VARIANTS = {
+    "raster-minp": ("raster", "minp"),  # the method as published
+    "raster-topk": ("raster", "topk"),
+    "tiles-topk": ((4, 4, 4), "topk"),
+    "tiles128-topk": ((4, 4, 8), "topk"),
+}
+
+
+def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs: str = "random") -> dict:
     cfg = SHAPES[shape]
     video, text, heads = cfg["video"], cfg["text"], cfg["heads"]
     q, k, v = make_inputs(shape, inputs=inputs)
     seq = video + text
     dense_flops = 4 * seq * seq * heads * HEAD_DIM
-    res = {"shape": shape, "inputs": inputs, "heads": heads, "video_tokens": video, "text_tokens": text, "head_dim": HEAD_DIM,
-           "dense_tflop": dense_flops / 1e12, "dense": {}, "vecdit": []}
+    res = {"shape": shape, "grid": GRIDS[shape], "inputs": inputs, "heads": heads, "video_tokens": video,
+           "text_tokens": text, "head_dim": HEAD_DIM, "dense_tflop": dense_flops / 1e12, "dense": {}, "vecdit": []}
     ref = None
     for backend in ("cudnn", "flash"):
         ms = do_bench_ms(lambda: dense_sdpa(q, k, v, backend))
@@ -91,13 +101,19 @@ def run_shape(shape: str, densities=DENSITIES, modes=("exact",), inputs: str = "
             ref = dense_sdpa(q, k, v, backend)
     qv, kv = q[:, :video], k[:, :video]
     dense_range = (video, seq) if text else None
-    for mode in modes:
-        for density in densities:
-            thr = calibrate_threshold(qv, kv, density)
-            sel = vector_selection(qv, kv, thr, mode=mode)
+    for density in densities:
+        for label in variants:
+            tile, rule = VARIANTS[label]
+            tiles = None if tile == "raster" else QueryTiles(GRIDS[shape], tile)
+            if rule == "minp":
+                thr, cap = calibrate_threshold(qv, kv, density, query_tiles=tiles), None
+            else:
+                thr, cap = None, density
 
             def select():
-                return vector_selection(qv, kv, thr, mode=mode)
+                return vector_selection(qv, kv, thr, max_density=cap, query_tiles=tiles)
+
+            sel = select()
 
             def attend():
                 out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
@@ -120,14 +136,15 @@ def run_shape(shape: str, densities=DENSITIES, modes=("exact",), inputs: str = "
             tot_ms = do_bench_ms(total)
             peak = torch.cuda.max_memory_allocated() - base
             out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
-            kept = int(sel.column_count.sum())
-            entries = kept * 64 + video * text  # computed (query, key) pairs of the video queries
+            kept = int(sel.column_count.sum()) * (tiles.block_size if tiles is not None else 64)
+            entries = kept + video * text  # computed (query, key) pairs of the video queries (last block ragged)
             dens = float(sel.density())
             rel_dense = float((out.float() - ref[:, :video].float()).norm() / ref[:, :video].float().norm())
-            kern_err = sampled_block_error(qv, k, v, sel, dense_range)
+            kern_err = sampled_block_error(qv, k, v, sel, dense_range, out=out)
             cudnn = res["dense"]["cudnn"]["ms"]
             res["vecdit"].append({
-                "mode": mode, "target_density": density, "density": dens, "threshold": thr,
+                "variant": label, "query_tiles": "raster" if tiles is None else list(tiles.tile), "rule": rule,
+                "target_density": density, "density": dens, "threshold": thr,
                 "selection_ms": sel_ms, "attention_ms": att_ms, "total_ms": tot_ms,
                 "speedup_vs_cudnn": cudnn / tot_ms, "speedup_vs_flash": res["dense"]["flash"]["ms"] / tot_ms,
                 "selection_share_of_dense": sel_ms / cudnn,
@@ -137,49 +154,3 @@ def run_shape(shape: str, densities=DENSITIES, modes=("exact",), inputs: str = "
             })
             del sel, out
     return res
-
-
-def sweep(shape: str = "hunyuanvideo-720p", density: float = 0.25) -> list[dict]:
-    """Time launch settings of both kernels at one shape (to pick ATTN_CONFIGS / SELECT_CONFIG)."""
-    cfg = SHAPES[shape]
-    video, text, heads = cfg["video"], cfg["text"], cfg["heads"]
-    q, k, v = make_inputs(shape)
-    qv, kv = q[:, :video], k[:, :video]
-    thr = calibrate_threshold(qv, kv, density, steps=12)
-    sel = vector_selection(qv, kv, thr)
-    rows = []
-    gap = check_threshold(thr, heads, q.device)
-    scale = HEAD_DIM ** -0.5
-    for c in (dict(BLOCK_M=64, num_warps=4, num_stages=3), dict(BLOCK_M=64, num_warps=4, num_stages=4),
-              dict(BLOCK_M=128, num_warps=8, num_stages=3), dict(BLOCK_M=32, num_warps=4, num_stages=3)):
-        try:
-            ms = do_bench_ms(lambda: _select_triton(qv, kv, gap, False, 0, 0, scale, c))
-        except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
-            ms = f"failed: {type(e).__name__}"
-        rows.append({"kernel": "select", **c, "ms": ms})
-    ref = _attn_triton(qv, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), video, video + text, scale)[0]
-    attn_configs = [dict(BLOCK_N=bn, num_warps=4, num_stages=ns, WARP_SPECIALIZE=ws)
-                    for bn in (64, 128) for ns in (2, 3, 4) for ws in (False, True)]
-    for c in attn_configs:
-        try:
-            fn = lambda: _attn_triton(qv, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), video, video + text, scale, c)  # noqa: E731
-            out = fn()[0]
-            err = float((out.float() - ref.float()).norm() / ref.float().norm())
-            ms = do_bench_ms(fn)
-        except Exception as e:  # noqa: BLE001
-            ms, err = f"failed: {type(e).__name__}", None
-        rows.append({"kernel": "attention", **c, "ms": ms, "rel_diff_vs_default": err})
-    del sel, q, k, v
-    # the kernel on a full (contiguous) selection vs cuDNN: what the gather costs, not the sparsity
-    q, k, v = make_inputs("wan2.1-1.3b-480p")
-    full = torch.ones(1, q.shape[2], math.ceil(q.shape[1] / 64), k.shape[1], dtype=torch.bool, device=q.device)
-    from vecdit.ops import VectorSelection
-
-    sel = VectorSelection.from_mask(full)
-    del full
-    flops = 4 * q.shape[1] * k.shape[1] * q.shape[2] * HEAD_DIM
-    for name, fn in (("cudnn", lambda: dense_sdpa(q, k, v, "cudnn")),
-                     ("vecdit-all-keys", lambda: vector_sparse_attention(q, k, v, sel))):
-        ms = do_bench_ms(fn)
-        rows.append({"kernel": f"wan2.1-1.3b dense-equivalent {name}", "ms": ms, "tflops": flops / ms / 1e9})
-    return rows

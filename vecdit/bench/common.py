@@ -43,8 +43,12 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
 
     if out is None:
         out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
+    from vecdit.ops import QueryTiles
+
     g = torch.Generator().manual_seed(seed)
     heads, nqb = selection.heads, selection.num_query_blocks
+    tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
+    index = tiles.query_index(q.device)
     worst = 0.0
     start, end = dense_range or (0, 0)
     for _ in range(blocks):
@@ -54,9 +58,10 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
         a = int(selection.column_offset[row])
         b = a + int(selection.column_count.reshape(-1)[row])
         cols = torch.cat([selection.column_index[a:b].long(), torch.arange(start, end, device=q.device)])
-        qs = q[:, qb * 64:(qb + 1) * 64, h:h + 1]
-        o, _ = attention_reference(qs, k[:, cols, h:h + 1], v[:, cols, h:h + 1])
-        got = out[:, qb * 64:(qb + 1) * 64, h:h + 1].float()
+        pos = torch.arange(qb * tiles.block_size, min((qb + 1) * tiles.block_size, q.shape[1]), device=q.device)
+        rows = pos if index is None else index[pos].long()  # the block's tokens, in the selection's order
+        o, _ = attention_reference(q[:, rows, h:h + 1], k[:, cols, h:h + 1], v[:, cols, h:h + 1])
+        got = out[:, rows, h:h + 1].float()
         worst = max(worst, float((got - o).norm() / o.norm().clamp_min(1e-30)))
     return worst
 

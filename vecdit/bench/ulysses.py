@@ -27,16 +27,14 @@ def main(argv=None) -> int:
     from vecdit.api import apply_vec_sparse
 
     from .common import environment, write_results
-    from .transformer import MODELS, build, calibrate, timed_forward
+    from .transformer import build, timed_forward
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl")
-    spec = MODELS[args.model]
     torch.manual_seed(0)
     model, inputs = build(args.model)
-    table = calibrate(model, inputs, args.density, spec["layers"]).expand(-1, spec["heads"]).contiguous()
-    config = VecAttnConfig(threshold=table, dense_steps=0)
+    config = VecAttnConfig(density=args.density, dense_steps=0)
     result = {"model": args.model, "density": args.density, "gpus": world}
     if rank == 0:
         apply_vec_sparse(model, config)

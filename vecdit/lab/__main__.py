@@ -1,8 +1,10 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""`python -m vecdit.lab compare --geometry cpu-small --heads 8 --out bench/results` (JSON, + PNG with matplotlib)."""
+"""`python -m vecdit.lab compare --geometry wan2.1-480p --heads 8 --blocks 8 --out bench/results`
+(JSON + Markdown, + PNG with matplotlib). Several geometries in one call share one results file."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -23,31 +25,29 @@ def summarize(rows):
             for (p, d), vals in sorted(agg.items(), key=lambda x: (x[0][1], x[0][0]))]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vecdit.lab")
-    sub = parser.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("compare", help="patterns at matched density on the structured proxy")
-    c.add_argument("--geometry", default="cpu-small", choices=list(GEOMETRIES))
-    c.add_argument("--heads", type=int, default=8)
-    c.add_argument("--densities", nargs="+", type=float, default=[0.05, 0.1, 0.25, 0.5])
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--blocks", type=int, help="sampled 64-query blocks per head (long sequences)")
-    c.add_argument("--out", default="bench/results")
-    args = parser.parse_args(argv)
-    cfg = SyntheticConfig(geometry=args.geometry, heads=args.heads, head_dim=128, seed=args.seed)
-    q, k, v = structured_qkv(cfg)
-    if torch.cuda.is_available():
-        q, k, v = q.cuda(), k.cuda(), v.cuda()
-    rows = compare_patterns(q, k, v, args.densities, blocks=args.blocks, seed=args.seed)
-    summary = summarize(rows)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"patterns-{args.geometry}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"config": vars(cfg), "sampled_blocks_per_head": args.blocks, "per_head": rows,
-                   "mean_over_heads": summary}, f, indent=2, default=str)
-    print("| pattern | target density | density | recall | rel L2 |\n| --- | --- | --- | --- | --- |")
-    for s in summary:
-        print(f"| {s['pattern']} | {s['target_density']} | {s['density']:.3f} | {s['recall']:.3f} | {s['rel_l2']:.3f} |")
+def markdown(results: dict, card: str) -> str:
+    lines = [f"# Fidelity lab: query groupings and rules at matched density ({card})", "",
+             "Structured proxy of video-DiT attention (vecdit/lab/synthetic.py), recall = attention mass kept "
+             "per query row, mean over heads (and, in brackets, the worst head), sampled query blocks per head "
+             "and grouping against all keys.", ""]
+    for geometry, res in results.items():
+        densities = sorted({s["target_density"] for s in res["mean_over_heads"]})
+        lines += [f"## {geometry}: grid {res['grid']}, {res['config']['heads']} heads, "
+                  f"{res['sampled_blocks_per_head']} blocks/head", "",
+                  "| pattern | " + " | ".join(f"recall @ {d:g}" for d in densities) + " |",
+                  "| --- |" + " --- |" * len(densities)]
+        for p in res["patterns"]:
+            cells = []
+            for d in densities:
+                s = next(s for s in res["mean_over_heads"] if s["pattern"] == p and s["target_density"] == d)
+                worst = min(r["recall"] for r in res["per_head"] if r["pattern"] == p and r["target_density"] == d)
+                cells.append(f"{s['recall']:.3f} ({worst:.3f}), d={s['density']:.3f}")
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: str) -> bool:
     try:
         import matplotlib
 
@@ -55,18 +55,55 @@ def main(argv=None) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib not installed: no PNG", file=sys.stderr)
-        return 0
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for p in PATTERNS:
-        pts = [s for s in summary if s["pattern"] == p]
-        axes[0].plot([s["density"] for s in pts], [s["recall"] for s in pts], marker="o", label=p)
-        axes[1].plot([s["density"] for s in pts], [s["rel_l2"] for s in pts], marker="o", label=p)
-    sampled = f", {args.blocks} sampled blocks/head" if args.blocks else ""
-    axes[0].set(xlabel="density", ylabel="recall (attention mass kept)", title=f"{args.geometry}, {args.heads} heads{sampled}")
-    axes[1].set(xlabel="density", ylabel="relative L2 error of output", yscale="log")
-    axes[0].legend(fontsize=7)
+        return False
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (geometry, res) in zip(axes[0], results.items()):
+        for p in res["patterns"]:
+            pts = [s for s in res["mean_over_heads"] if s["pattern"] == p]
+            style = "-" if p.startswith("tiles") else "--"
+            ax.plot([s["density"] for s in pts], [s["recall"] for s in pts], style, marker="o", label=p)
+        ax.set(xlabel="density", ylabel="recall (attention mass kept)", title=f"{geometry} {tuple(res['grid'])}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=110)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vecdit.lab")
+    sub = parser.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("compare", help="query groupings and rules at matched density on the structured proxy")
+    c.add_argument("--geometry", nargs="+", default=["cpu-small"], choices=list(GEOMETRIES))
+    c.add_argument("--heads", type=int, default=8, help="head families, from global to local")
+    c.add_argument("--densities", nargs="+", type=float, default=[0.05, 0.1, 0.25, 0.5])
+    c.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--blocks", type=int, help="sampled query blocks per head and grouping (long sequences)")
+    c.add_argument("--name", default="tiles", help="results file stem")
+    c.add_argument("--out", default="bench/results")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    results = {}
+    for geometry in args.geometry:
+        cfg = SyntheticConfig(geometry=geometry, heads=args.heads, head_dim=128, seed=args.seed)
+        q, k, v = structured_qkv(cfg, device=device)
+        grid = GEOMETRIES[geometry][0]
+        rows = compare_patterns(q, k, v, grid, args.densities, args.patterns, blocks=args.blocks, seed=args.seed)
+        results[geometry] = {"config": vars(cfg), "grid": list(grid), "sampled_blocks_per_head": args.blocks,
+                             "patterns": args.patterns, "per_head": rows, "mean_over_heads": summarize(rows)}
+        print(markdown({geometry: results[geometry]}, card), flush=True)
+        del q, k, v
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"{args.name}-{'-'.join(args.geometry)}-{card.lower().replace(' ', '-')}")
+    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+    with open(stem + ".json", "w") as f:
+        json.dump({"environment": env, "results": results}, f, indent=1, default=str)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown(results, card))
+    plot(results, stem + ".png")
+    print("wrote", stem + ".{json,md,png}")
     return 0
 
 

@@ -13,21 +13,30 @@ import math
 
 import torch
 
-from vecdit.ops.reference import vector_selection_reference
+from vecdit.ops.reference import rule_keep
+from vecdit.ops.tiles import QueryTiles
 
-from .patterns import _expand_blocks, metrics, probabilities
+from .patterns import block_mean, metrics, probabilities, sample_blocks
 
 THRESHOLD_GRID = tuple(math.exp(x) for x in torch.linspace(-12.0, 0.0, 49).tolist())
 
 
-def head_curve(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str = "exact", grid=THRESHOLD_GRID) -> list[dict]:
-    """(threshold, density, recall) of one head; q, k, v: [S, D]."""
-    probs = probabilities(q, k)
+def head_curve(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str = "exact", grid=THRESHOLD_GRID,
+               query_tiles: QueryTiles | None = None, blocks: int | None = None,
+               generator: torch.Generator | None = None) -> list[dict]:
+    """(threshold, density, recall) of one head's min-p rule over the threshold grid, on its query
+    blocks (`query_tiles`, raster if None; `blocks` sampled ones if given); q, k, v: [S, D]."""
+    tiles = query_tiles if query_tiles is not None else QueryTiles.raster()
+    rows, block = sample_blocks(tiles, q.shape[0], blocks, generator or torch.Generator().manual_seed(0))
+    rows, block = rows.to(q.device), block.to(q.device)
+    probs = probabilities(q[rows], k)
+    dense = probs @ v.double()
+    scores = (block_mean(q[rows].double(), block, int(block.max()) + 1) * q.shape[-1] ** -0.5) @ k.double().T
     points = []
     for t in grid:
-        s = vector_selection_reference(q[None, :, None].float(), k[None, :, None].float(), t, mode=mode)
-        mask = _expand_blocks(s.to_mask()[0, 0], q.shape[0])
-        points.append({"threshold": t, **metrics(mask, probs, v)})
+        gap = torch.tensor([-math.log(t)], dtype=torch.float64)
+        mask = rule_keep(scores[None, None], gap, mode == "running", 0, 0)[0, 0][block]
+        points.append({"threshold": t, **metrics(mask, probs, v, dense)})
     return points
 
 
@@ -57,16 +66,19 @@ def solve_knapsack(curves: list[list[dict]], target_density: float) -> tuple[lis
     return chosen, sum(p["density"] for p in chosen) / len(chosen)
 
 
-def calibrate(layers_qkv, target_density: float, mode: str = "exact") -> dict:
-    """`layers_qkv`: per layer a (q, k, v) of [1, S, H, D]. Returns the table and what it achieves."""
+def calibrate(layers_qkv, target_density: float, mode: str = "exact", query_tiles: QueryTiles | None = None) -> dict:
+    """`layers_qkv`: per layer a (q, k, v) of [1, S, H, D], on the query blocks of `query_tiles`
+    (raster if None). Returns the table and what it achieves."""
     curves, shape = [], []
     for q, k, v in layers_qkv:
         shape.append(q.shape[2])
         for h in range(q.shape[2]):
-            curves.append(head_curve(q[0, :, h], k[0, :, h], v[0, :, h], mode))
+            curves.append(head_curve(q[0, :, h], k[0, :, h], v[0, :, h], mode, query_tiles=query_tiles))
     chosen, density = solve_knapsack(curves, target_density)
     heads = shape[0]
     if any(h != heads for h in shape):
         raise ValueError(f"every layer must have the same number of heads, got {shape}")
     table = torch.tensor([p["threshold"] for p in chosen], dtype=torch.float32).view(len(shape), heads)
-    return {"threshold": table, "density": density, "recall": sum(p["recall"] for p in chosen) / len(chosen)}
+    tiles = query_tiles if query_tiles is not None else QueryTiles.raster()
+    return {"threshold": table, "density": density, "recall": sum(p["recall"] for p in chosen) / len(chosen),
+            "query_tiles": "raster" if tiles.is_raster else list(tiles.tile)}

@@ -3,9 +3,10 @@
 
 A `CalibrationProcessor` stands in for `VecAttnProcessor` for one generation: it computes dense
 attention (the video is unchanged) and, at the chosen steps, hands each sparse-capable layer's
-post-RoPE q, k, v to a `CurveSink`. The sink keeps no tensors: it samples a few 64-query blocks
-per head, measures (density, recall) over the threshold grid against all keys right away, and
-accumulates the averages. Memory is bounded by one layer's attention inputs.
+post-RoPE q, k, v to a `CurveSink`, with the query tiles of the forward's grid. The sink keeps no
+tensors: it samples a few query blocks (tiles, as the processor will select them) per head,
+measures (density, recall) over the threshold grid against all keys right away, and accumulates
+the averages. Memory is bounded by one layer's attention inputs.
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import torch
 from vecdit.config import VecAttnConfig
 from vecdit.processors import VecAttnProcessor
 
-from .calibrate import THRESHOLD_GRID, solve_knapsack
-from .patterns import BLOCK, _expand_blocks, metrics, probabilities
+from .calibrate import THRESHOLD_GRID, head_curve, solve_knapsack
 
 
 class CurveSink:
@@ -24,21 +24,14 @@ class CurveSink:
         self.generator = torch.Generator().manual_seed(seed)
         self.sums: dict[tuple[int, int], torch.Tensor] = {}  # (layer, head) -> [grid, 2] summed density, recall
         self.counts: dict[tuple[int, int], int] = {}
+        self.query_tiles = None  # the grouping the curves were measured in (the last layer's)
 
-    def __call__(self, layer: int, q, k, v, first_head: int = 0):
-        from vecdit.ops.reference import vector_selection_reference
-
-        nqb = q.shape[1] // BLOCK
+    def __call__(self, layer: int, q, k, v, first_head: int = 0, query_tiles=None):
+        self.query_tiles = query_tiles
         for h in range(q.shape[2]):
-            picks = torch.randperm(max(nqb, 1), generator=self.generator)[: self.blocks].tolist()
-            rows = torch.cat([torch.arange(b * BLOCK, min((b + 1) * BLOCK, q.shape[1])) for b in picks]).to(q.device)
-            qs, kh, vh = q[0, rows, h].float(), k[0, :, h].float(), v[0, :, h].float()
-            probs = probabilities(qs, kh)
-            acc = torch.zeros(len(THRESHOLD_GRID), 2, dtype=torch.float64)
-            for i, t in enumerate(THRESHOLD_GRID):
-                sel = vector_selection_reference(qs[None, :, None], kh[None, :, None], t, mode=self.mode)
-                m = metrics(_expand_blocks(sel.to_mask()[0, 0], qs.shape[0]), probs, vh)
-                acc[i, 0], acc[i, 1] = m["density"], m["recall"]
+            points = head_curve(q[0, :, h].float(), k[0, :, h].float(), v[0, :, h].float(), self.mode,
+                                query_tiles=query_tiles, blocks=self.blocks, generator=self.generator)
+            acc = torch.tensor([[p["density"], p["recall"]] for p in points], dtype=torch.float64)
             key = (layer, first_head + h)
             self.sums[key] = self.sums.get(key, 0) + acc
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -55,8 +48,10 @@ class CurveSink:
         table = torch.full((layers, heads), 1.0)
         for key, point in zip(keys, chosen):
             table[key] = point["threshold"]
+        tiles = self.query_tiles
         return {"threshold": table.tolist(), "density": density,
-                "recall": sum(p["recall"] for p in chosen) / len(chosen), "target_density": target_density}
+                "recall": sum(p["recall"] for p in chosen) / len(chosen), "target_density": target_density,
+                "query_tiles": "raster" if tiles is None or tiles.is_raster else list(tiles.tile)}
 
 
 class CalibrationProcessor(VecAttnProcessor):
@@ -68,5 +63,6 @@ class CalibrationProcessor(VecAttnProcessor):
 
     def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
         if hook is not None and layer is not None and hook.t.step in self.steps:
-            self.sink(layer, q, k[:, :n_select], v[:, :n_select], heads[0] if heads else 0)
+            self.sink(layer, q, k[:, :n_select], v[:, :n_select], heads[0] if heads else 0,
+                      self._query_tiles(hook, q.shape[1]))
         return self._dense(q, k, v)

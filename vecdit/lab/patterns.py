@@ -1,16 +1,20 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Sparsity patterns at matched density, per head, and what they keep of full attention.
 
-All masks are bool [Sq, Sk] for one head, computed from dense probabilities (small shapes: CPU
-tests, or one head at a time on a GPU). Patterns:
-  vertical-exact / vertical-running  the method: per 64-query block, keys within a gap of the
-                                     pooled query's best score (threshold bisected to the density)
-  vertical-sub32 / vertical-sub16    estimator variants: pooled over 32- or 16-row sub-blocks, a key
-                                     is kept if any sub-block keeps it (2x / 4x the scoring work)
-  vector-oracle                      per 64-query block, the keys with the largest mean probability
-  horizontal                         per query, the 64-key segments with the largest mass
-  block                              per 64-query block, the 64x64 blocks with the largest pooled score
-  oracle                             per query, the keys with the largest probability
+A pattern is a query grouping and a rule. Groupings: `raster` (64 consecutive tokens, the paper's
+blocks), `tiles` (4x4x4 tiles of the latent grid, vecdit's default), `tiles128` (4x4x8). Rules on
+the block's pooled scores, through `vecdit.ops.reference.rule_keep` (the product's own rule):
+  minp         keys within a gap of the best (one threshold per head, bisected to the density)
+  minp-budget  min-p inside a per-block budget of 1.5x the density (threshold bisected)
+  topk         each block's `density * Sk` best keys (vecdit's default rule)
+and the references:
+  vsa          Video Sparse Attention's rule (fastvideo-kernel): 4x4x4 query tiles pick the top
+               4x4x4 key tiles by pooled query . pooled key, at the same key count
+  tiles-oracle per 4x4x4 tile, the keys with the largest mean probability (the best any
+               vector selection on these tiles can do)
+  oracle       per query, the keys with the largest probability
+Long sequences are measured on sampled query blocks against all keys: every pattern decides per
+block or per row, so sampled blocks are exact, and each grouping samples its own blocks.
 """
 from __future__ import annotations
 
@@ -18,11 +22,17 @@ import math
 
 import torch
 
-from vecdit.ops.reference import vector_selection_reference
+from vecdit.ops.reference import rule_keep
+from vecdit.ops.tiles import QueryTiles
 
-BLOCK = 64
-PATTERNS = ("vertical-exact", "vertical-running", "vertical-sub32", "vertical-sub16", "vector-oracle", "horizontal",
-            "block", "oracle")
+GROUPINGS = {"raster": "raster", "tiles": (4, 4, 4), "tiles128": (4, 4, 8)}
+# pattern -> the query grouping its blocks come from
+PATTERN_GROUPING = {"raster-minp": "raster", "raster-topk": "raster", "tiles-minp": "tiles", "tiles-minp-budget": "tiles",
+                    "tiles-topk": "tiles", "tiles128-topk": "tiles128", "vsa": "tiles", "tiles-oracle": "tiles",
+                    "oracle": "raster"}
+PATTERNS = tuple(PATTERN_GROUPING)
+# the budget of `minp-budget`, relative to the target density
+BUDGET_FACTOR = 1.5
 
 
 def probabilities(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -52,101 +62,110 @@ def _rows_top(scores: torch.Tensor, count: int) -> torch.Tensor:
     return mask
 
 
-def _expand_blocks(block_mask: torch.Tensor, seq_q: int) -> torch.Tensor:
-    return block_mask.repeat_interleave(BLOCK, 0)[:seq_q]
+def grouping_tiles(grouping: str, grid) -> QueryTiles:
+    tile = GROUPINGS[grouping]
+    return QueryTiles.raster() if tile == "raster" else QueryTiles(tuple(grid), tile)
 
 
-def _vertical(q, k, threshold, mode, sub=BLOCK):
-    if sub == BLOCK:
-        sel = vector_selection_reference(q[None, :, None], k[None, :, None], threshold, mode=mode)
-        return _expand_blocks(sel.to_mask()[0, 0], q.shape[0])
-    # sub-block pooling: each 64-row block keeps the union of its 16-row sub-blocks' selections
-    qs = q[: q.shape[0] // sub * sub] if q.shape[0] >= sub else q
-    per_sub = vector_selection_reference(_regroup(qs, sub), k[None, :, None], threshold, mode=mode)
-    m = per_sub.to_mask()[0, 0]  # [sub-blocks, Sk]
-    per_block = BLOCK // sub
-    nqb = math.ceil(q.shape[0] / BLOCK)
-    m = torch.nn.functional.pad(m, (0, 0, 0, nqb * per_block - m.shape[0]))
-    return _expand_blocks(m.view(nqb, per_block, -1).any(1), q.shape[0])
+def sample_blocks(tiles: QueryTiles, seq_q: int, blocks: int | None, generator: torch.Generator):
+    """(token rows, block of each row): `blocks` random whole query blocks of this grouping (all if None)."""
+    nqb = tiles.num_blocks(seq_q)
+    picks = torch.arange(nqb) if blocks is None or blocks >= nqb else torch.randperm(nqb, generator=generator)[:blocks].sort().values
+    pos = (picks[:, None] * tiles.block_size + torch.arange(tiles.block_size)[None]).reshape(-1)
+    block = torch.arange(len(picks)).repeat_interleave(tiles.block_size)
+    keep = pos < seq_q
+    pos, block = pos[keep], block[keep]
+    index = tiles.query_index("cpu")
+    rows = pos if index is None else index.long()[pos]
+    return rows, block
 
 
-def _regroup(q, sub):
-    """Lay sub-blocks out as 64-row blocks of one repeated row, so the 64-row pooling of the
-    reference pools each sub-block: [S, D] -> [1, S/sub*64, 1, D]."""
-    pooled = q.view(-1, sub, q.shape[-1]).mean(1)
-    return pooled.repeat_interleave(BLOCK, 0)[None, :, None]
+def block_mean(x: torch.Tensor, block: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of the rows of x [R, ...] per block (block [R] in [0, n))."""
+    out = torch.zeros(n, *x.shape[1:], dtype=x.dtype, device=x.device).index_add_(0, block, x)
+    return out / torch.bincount(block, minlength=n).clamp_min(1).to(x.dtype).view(-1, *[1] * (x.dim() - 1))
 
 
-def _matched_threshold(make, density: float, steps: int = 20) -> torch.Tensor:
-    lo, hi = -40.0, 0.0  # ln threshold
+def _matched(make, density: float, steps: int = 24):
+    """The mask of `make(ln threshold)` whose density is closest below `density` (bisection)."""
+    lo, hi = -60.0, 0.0
     best = None
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        mask = make(math.exp(mid))
-        d = float(mask.double().mean())
-        if d > density:
+        mask = make(mid)
+        if float(mask.double().mean()) > density:
             lo = mid
         else:
             hi, best = mid, mask
-    return best if best is not None else make(math.exp(hi))
+    return best if best is not None else make(hi)
 
 
-def pattern_mask(name: str, q: torch.Tensor, k: torch.Tensor, probs: torch.Tensor, density: float) -> torch.Tensor:
-    """Mask of pattern `name` for one head (q, k: [S, D]) keeping about `density` of the entries."""
-    seq_q, seq_k = probs.shape
-    nqb = math.ceil(seq_q / BLOCK)
-    count = round(density * seq_k)
-    if name.startswith("vertical-"):
-        mode = "running" if name == "vertical-running" else "exact"
-        sub = int(name[len("vertical-sub"):]) if name.startswith("vertical-sub") else BLOCK
-        return _matched_threshold(lambda t: _vertical(q.to(torch.float32), k.to(torch.float32), t, mode, sub), density)
-    if name == "vector-oracle":
-        pad = nqb * BLOCK - seq_q
-        block_mean = torch.nn.functional.pad(probs, (0, 0, 0, pad)).view(nqb, BLOCK, seq_k).sum(1)
-        return _expand_blocks(_rows_top(block_mean, count), seq_q)
-    if name == "oracle":
-        return _rows_top(probs, count)
-    nkb = math.ceil(seq_k / BLOCK)
-    segments = max(1, round(density * nkb))
-    if name == "horizontal":
-        pad_k = nkb * BLOCK - seq_k
-        seg_mass = torch.nn.functional.pad(probs, (0, pad_k)).view(seq_q, nkb, BLOCK).sum(-1)
-        return _rows_top(seg_mass, segments).repeat_interleave(BLOCK, 1)[:, :seq_k]
-    if name == "block":
-        qp = torch.nn.functional.pad(q.double(), (0, 0, 0, nqb * BLOCK - seq_q)).view(nqb, BLOCK, -1).mean(1)
-        kp = torch.nn.functional.pad(k.double(), (0, 0, 0, nkb * BLOCK - seq_k)).view(nkb, BLOCK, -1).mean(1)
-        top = _rows_top(qp @ kp.T, segments)
-        return _expand_blocks(top.repeat_interleave(BLOCK, 1)[:, :seq_k], seq_q)
+def block_keep(name: str, scores: torch.Tensor, density: float, key_tiles=None, coarse=None) -> torch.Tensor:
+    """Bool [blocks, Sk] kept keys of rule `name` from the blocks' pooled scores [blocks, Sk]."""
+    num_keys = scores.shape[-1]
+    s = scores[None, None]
+    inf = torch.full((1,), math.inf, dtype=torch.float64)
+    budget = max(1, math.floor(density * num_keys))
+    if name.endswith("-topk"):
+        return rule_keep(s, inf, False, budget if density < 1 else 0, 0)[0, 0]
+    if name.endswith("-minp"):
+        return _matched(lambda lt: rule_keep(s, torch.tensor([-lt], dtype=torch.float64), False, 0, 0)[0, 0], density)
+    if name.endswith("-minp-budget"):
+        cap = min(num_keys, max(1, math.floor(BUDGET_FACTOR * density * num_keys)))
+        return _matched(lambda lt: rule_keep(s, torch.tensor([-lt], dtype=torch.float64), False, cap, 0)[0, 0], density)
+    if name == "vsa":
+        key_block, n_key_tiles = key_tiles
+        top = _rows_top(coarse, max(1, round(density * n_key_tiles)))  # [blocks, key tiles]
+        return top[:, key_block]
     raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
 
 
-def sample_blocks(seq_q: int, blocks: int | None, generator: torch.Generator) -> torch.Tensor:
-    """Row indices of `blocks` random whole 64-query blocks (all rows if None): every pattern here
-    decides per query block or per row, so sampled blocks are measured exactly, against all keys."""
-    nqb = seq_q // BLOCK
-    if blocks is None or blocks >= nqb:
-        return torch.arange(seq_q)
-    picks = torch.randperm(nqb, generator=generator)[:blocks].sort().values
-    return (picks[:, None] * BLOCK + torch.arange(BLOCK)[None]).reshape(-1)
-
-
-def compare_patterns(q, k, v, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blocks: int | None = None,
-                     seed: int = 0) -> list[dict]:
-    """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D].
-
-    `blocks` samples that many 64-query blocks per head (long sequences: dense probabilities of all
-    rows would not fit); densities are then over the sampled rows.
-    """
+def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None = None, seed: int = 0) -> list[dict]:
+    """Per pattern and density: recall, achieved density and output error of one head (q, k, v: [S, D])."""
+    seq_q, num_keys = q.shape[0], k.shape[0]
+    scale = q.shape[-1] ** -0.5
     g = torch.Generator().manual_seed(seed)
-    rows = []
-    for h in range(q.shape[2]):
-        take = sample_blocks(q.shape[1], blocks, g).to(q.device)
-        qh = q[0, take, h]
-        probs = probabilities(qh, k[0, :, h])
-        vh = v[0, :, h].double()
-        dense = probs @ vh
+    rows_out = []
+    kd, vd = k.double(), v.double()
+    by_grouping: dict[str, list[str]] = {}
+    for name in patterns:
+        if name not in PATTERNS:
+            raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
+        by_grouping.setdefault(PATTERN_GROUPING[name], []).append(name)
+    key_tiles = None
+    for grouping, names in by_grouping.items():
+        tiles = grouping_tiles(grouping, grid)
+        rows, block = sample_blocks(tiles, seq_q, blocks, g)
+        rows, block = rows.to(q.device), block.to(q.device)
+        nb = int(block.max()) + 1
+        probs = probabilities(q[rows], k, scale)
+        dense = probs @ vd
+        pooled = block_mean(q[rows].double(), block, nb) * scale
+        scores = pooled @ kd.T
+        if "vsa" in names:
+            key_block = QueryTiles(tuple(grid)).token_blocks(num_keys, q.device)
+            n_key_tiles = int(key_block.max()) + 1
+            coarse = pooled @ block_mean(kd, key_block, n_key_tiles).T
+            key_tiles = (key_block, n_key_tiles)
         for d in densities:
-            for name in patterns:
-                mask = pattern_mask(name, qh, k[0, :, h], probs, d)
-                rows.append({"head": h, "pattern": name, "target_density": d, **metrics(mask, probs, vh, dense)})
-    return rows
+            for name in names:
+                if name == "oracle":
+                    mask = _rows_top(probs, round(d * num_keys))
+                elif name == "tiles-oracle":
+                    mask = _rows_top(block_mean(probs, block, nb), round(d * num_keys))[block]
+                else:
+                    mask = block_keep(name, scores, d, key_tiles, coarse if name == "vsa" else None)[block]
+                rows_out.append({"pattern": name, "target_density": d, **metrics(mask, probs, vd, dense)})
+    return rows_out
+
+
+def compare_patterns(q, k, v, grid, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blocks: int | None = None,
+                     seed: int = 0) -> list[dict]:
+    """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D]
+    on a (frames, height, width) `grid`. `blocks` samples that many query blocks per head and
+    grouping (long sequences: dense probabilities of all rows would not fit)."""
+    out = []
+    for h in range(q.shape[2]):
+        for r in compare_head(q[0, :, h], k[0, :, h], v[0, :, h], grid, densities, patterns, blocks, seed + h):
+            out.append({"head": h, **r})
+    return out

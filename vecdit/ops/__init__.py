@@ -3,9 +3,12 @@
 from .attention import vector_sparse_attention
 from .rope import rms_norm_rotary_, rotary_pairs_
 from .reference import attention_reference, vec_sparse_attention_reference, vector_selection_reference
-from .selection import SELECTION_MODES, SelectionBitmask, VectorSelection, vector_selection, vector_selection_bitmask
+from .selection import SELECTION_MODES, vector_selection, vector_selection_bitmask
+from .sparse_format import SelectionBitmask, VectorSelection
+from .tiles import QueryTiles
 
 __all__ = [
+    "QueryTiles",
     "SELECTION_MODES",
     "SelectionBitmask",
     "VectorSelection",

@@ -16,7 +16,8 @@ its own warps, FlashAttention-3 style:
       wgmma (Q and K/V from shared memory, P from registers), online softmax in fp32, then
       releases the stage on `empty[s]`.
 Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
-blocks -> zeros and lse = -inf. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
+blocks -> zeros and lse = -inf, query rows read and output rows written through the tile order's
+index (INDEXED), two programs per 128-query tile (PROGRAMS_PER_ROW). With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
 busy, 40% hit rate; bench/NOTES.md, session 3): key segments (`segments`) shrink the working set.
 """
 import torch
@@ -105,24 +106,38 @@ def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constex
 
 
 @gluon.jit
-def _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
-               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
-    has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
-    l_safe = gl.where(has_mass, l_i, 1.0)
-    out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
-    offs_m = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, o_layout))
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    ptrs = O + o_base + gl.expand_dims(offs_m, 1) * stride_os + gl.expand_dims(offs_d, 0) * stride_od
-    gl.store(ptrs, out.to(O.dtype.element_ty), mask=gl.expand_dims(offs_m < Sq, 1))
-    lse = gl.where(has_mass, (m_i + gl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
-    offs_l = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, s_layout))
-    gl.store(LSE + lse_base + offs_l, lse, mask=offs_l < Sq)
+def _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M: gl.constexpr, layout: gl.constexpr, INDEXED: gl.constexpr):
+    """(token of each of the program's query positions, valid): through the tile order's index."""
+    pos = q_start + gl.arange(0, BLOCK_M, layout=layout)
+    ok = pos < Sq
+    if INDEXED:
+        tok = gl.load(QUERY_INDEX + pos, mask=ok, other=0).to(gl.int64)
+    else:
+        tok = pos.to(gl.int64)
+    return tok, ok
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start,
-              count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
+               INDEXED: gl.constexpr):
+    has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
+    l_safe = gl.where(has_mass, l_i, 1.0)
+    out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
+    offs_m, ok_m = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, o_layout), INDEXED)
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    ptrs = O + o_base + gl.expand_dims(offs_m, 1) * stride_os + gl.expand_dims(offs_d, 0) * stride_od
+    gl.store(ptrs, out.to(O.dtype.element_ty), mask=gl.expand_dims(ok_m, 1))
+    lse = gl.where(has_mass, (m_i + gl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    offs_l, ok_l = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, s_layout), INDEXED)
+    gl.store(LSE + lse_base + offs_l, lse, mask=ok_l)
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq,
+              q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+              INDEXED: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -144,12 +159,12 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, o_base, lse_base, str
         # every consumer warp has waited for its wgmma; then one thread releases the stage
         gl.thread_barrier()
         mbarrier.arrive(empty.index(s))
-    _store_out(acc, m_i, l_i, O, LSE, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M, HEAD_DIM,
-               s_layout, o_layout)
+    _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M,
+               HEAD_DIM, s_layout, o_layout, INDEXED)
 
 
 @gluon.jit
-def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, qk_scale_log2,
+def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX, qk_scale_log2,
                              stride_qb, stride_qs, stride_qh, stride_qd,
                              stride_kb, stride_ks, stride_kh, stride_kd,
                              stride_vb, stride_vs, stride_vh, stride_vd,
@@ -158,14 +173,14 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SEGMENTED: gl.constexpr):
+                             SEGMENTED: gl.constexpr, INDEXED: gl.constexpr, PROGRAMS_PER_ROW: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     seg = gl.program_id(2).to(gl.int64)
     b = (bh // H).to(gl.int64)
     h = (bh % H).to(gl.int64)
     q_start = qb * BLOCK_M
-    row = bh.to(gl.int64) * num_query_blocks + qb
+    row = bh.to(gl.int64) * num_query_blocks + qb // PROGRAMS_PER_ROW
     if SEGMENTED:
         # key segment `seg` of the row's sorted list (programs of one segment run together, so
         # their K/V working set fits L2); the dense range belongs to segment 0; partial outputs
@@ -183,10 +198,10 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], gl.bfloat16)
     load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0])
-    offs_m = q_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, load_layout))
+    offs_m, ok_m = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, load_layout), INDEXED)
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, load_layout))
     q = gl.load(Q + b * stride_qb + h * stride_qh + gl.expand_dims(offs_m, 1) * stride_qs
-                + gl.expand_dims(offs_d, 0) * stride_qd, mask=gl.expand_dims(offs_m < Sq, 1), other=0.0)
+                + gl.expand_dims(offs_d, 0) * stride_qd, mask=gl.expand_dims(ok_m, 1), other=0.0)
     q_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_M, HEAD_DIM], q_layout, q)
     k_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     v_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
@@ -199,10 +214,10 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     gl.thread_barrier()  # barriers initialised before any partition waits on them
 
     gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, b * stride_ob + h * stride_oh + seg * stride_oz,
-                     bh.to(gl.int64) * Sq + seg * stride_lz,
+        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX,
+                     b * stride_ob + h * stride_oh + seg * stride_oz, bh.to(gl.int64) * Sq + seg * stride_lz,
                      stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES)),
+                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, INDEXED)),
         (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                      b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
                      stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
@@ -217,9 +232,10 @@ CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
-                           scale=None, maxnreg=None, segments=None, **config):
+                           scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, **config):
     """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
-    [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts.
+    [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts; `query_index` and
+    `block_size` as the selection's query tiles give them (None and 64: raster).
 
     segments: cut each row's list into this many key ranges, run them one after the other and
     merge by lse (vecdit/ops/segments.py); default `auto_segments(k)` (4 where one head's K/V
@@ -228,7 +244,7 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     if maxnreg:
         cfg["maxnreg"] = maxnreg
     batch, seq_q, heads, dim = q.shape
-    nqb = triton.cdiv(seq_q, cfg["BLOCK_M"])
+    programs = triton.cdiv(seq_q, cfg["BLOCK_M"])
     nseg = auto_segments(k) if segments is None else segments
     if nseg == 1:
         out = torch.empty_like(q)
@@ -241,8 +257,10 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
         seg_args = (bounds, nseg, out.stride(0), lse.stride(0))
     scale = dim ** -0.5 if scale is None else scale
     # grid z = segment, slowest: the programs running together share one (segment, head)
-    gluon_sparse_attn_kernel[(nqb, batch * heads, nseg)](
-        q, k, v, out, lse, column_index, column_offset, column_count, scale * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, nqb, dense_start, dense_end,
-        *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=nseg > 1, **cfg)
+    gluon_sparse_attn_kernel[(programs, batch * heads, nseg)](
+        q, k, v, out, lse, column_index, column_offset, column_count,
+        query_index if query_index is not None else column_offset, scale * LOG2E,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, triton.cdiv(seq_q, block_size),
+        dense_start, dense_end, *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=nseg > 1,
+        INDEXED=query_index is not None, PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], **cfg)
     return (out, lse) if nseg == 1 else merge_segments(out, lse, q.dtype)

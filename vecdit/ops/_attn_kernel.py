@@ -1,8 +1,11 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Triton forward kernel of vector-sparse attention (non-causal).
 
-One program = one (batch, head, 64-query block). It attends the contiguous key range
-[dense_start, dense_end) first, then the block's selected key rows, gathered by index.
+One program = one (batch, head) and 64 query positions: a 64-query block, or one half of a
+128-query tile (PROGRAMS_PER_ROW = 2 programs share the tile's list). Positions are in the
+selection's query order: with tiles, query rows are loaded and output rows stored through
+QUERY_INDEX (position -> token), so the tile order is never copied. It attends the contiguous key
+range [dense_start, dense_end) first, then the block's selected key rows, gathered by index.
 Online softmax in base 2 with fp32 statistics and accumulator.
 """
 import triton
@@ -43,7 +46,7 @@ def _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride
 @triton.jit
 def vec_sparse_attn_fwd_kernel(
     Q, K, V, O, LSE,
-    COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT,
+    COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX,
     qk_scale_log2,
     stride_qb, stride_qs, stride_qh, stride_qd,
     stride_kb, stride_ks, stride_kh, stride_kd,
@@ -55,16 +58,23 @@ def vec_sparse_attn_fwd_kernel(
     BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
+    INDEXED: tl.constexpr,
+    PROGRAMS_PER_ROW: tl.constexpr,
 ):
     qb = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
 
-    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    pos = qb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
-    row_ok = offs_m < Sq
+    row_ok = pos < Sq
+    # token of each position (tile order), or the position itself (raster)
+    if INDEXED:
+        offs_m = tl.load(QUERY_INDEX + pos, mask=row_ok, other=0).to(tl.int64)
+    else:
+        offs_m = pos
 
     q = tl.load(
         Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,
@@ -85,7 +95,7 @@ def vec_sparse_attn_fwd_kernel(
         m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST, True)
 
     # selected key rows of this (batch, head, query block): full tiles unmasked, then the tail
-    row = bh.to(tl.int64) * num_query_blocks + qb
+    row = bh.to(tl.int64) * num_query_blocks + qb // PROGRAMS_PER_ROW
     sel_start = tl.load(COLUMN_OFFSET + row)
     sel_end = sel_start + tl.load(COLUMN_COUNT + row)
     full_end = sel_start + (sel_end - sel_start) // BLOCK_N * BLOCK_N

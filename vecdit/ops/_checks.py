@@ -7,7 +7,7 @@ import torch
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 SUPPORTED_HEAD_DIMS = (64, 128)
-# the method pools 64 consecutive queries; the attention kernel's row tile is the same block
+# query rows of one attention program (a 64-query block, or half of a 128-query tile)
 QUERY_BLOCK = 64
 
 
@@ -61,7 +61,10 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -
 
 
 def check_threshold(threshold, heads: int, device) -> torch.Tensor:
-    """Scalar or per-head threshold in (0, 1] -> per-head gap = -ln(threshold), fp32 [heads]."""
+    """Scalar or per-head threshold in (0, 1] -> per-head gap = -ln(threshold), fp32 [heads];
+    None (no min-p rule) -> gap = inf."""
+    if threshold is None:
+        return torch.full((heads,), math.inf, dtype=torch.float32, device=device)
     if isinstance(threshold, (int, float)):  # checked in Python: no host sync, no graph break
         if not 0 < threshold <= 1:
             raise ValueError(f"`threshold` must lie in (0, 1], got {threshold}")

@@ -1,5 +1,5 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Vector-sparse attention forward: each 64-query block attends only its selected key rows."""
+"""Vector-sparse attention forward: each query block attends only its selected key rows."""
 from __future__ import annotations
 
 import functools
@@ -7,8 +7,10 @@ import os
 
 import torch
 
-from ._checks import QUERY_BLOCK, interpret_mode, check_dense_range, check_qkv, debug_mode, num_query_blocks, use_triton
-from .selection import VectorSelection
+from ._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
+from .reference import vec_sparse_attention_reference
+from .sparse_format import VectorSelection
+from .tiles import QueryTiles, block_of_token
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
 ATTN_CONFIGS = {
@@ -27,10 +29,11 @@ def vector_sparse_attention(
     scale: float | None = None,
     return_lse: bool = False,
 ):
-    """Non-causal attention of each 64-query block over its selected keys (and a dense range).
+    """Non-causal attention of each query block over its selected keys (and a dense range).
 
     Args:
-        q (`torch.Tensor`): `[B, Sq, H, D]`, bf16 or fp16, D in {64, 128}, any strides.
+        q (`torch.Tensor`): `[B, Sq, H, D]`, bf16 or fp16, D in {64, 128}, any strides, in token
+            (raster) order; the selection's query tiles say which rows form a block.
         k, v (`torch.Tensor`): `[B, Sk, H, D]`, any strides (no copies are made).
         selection (`VectorSelection`, *optional*): from `vector_selection`, with indices into `k`.
             None attends only `dense_range`.
@@ -48,23 +51,26 @@ def vector_sparse_attention(
     batch, seq_q, heads, dim = q.shape
     num_keys = k.shape[1]
     start, end = check_dense_range(dense_range, num_keys)
+    tiles = selection.query_tiles if selection is not None and selection.query_tiles is not None else QueryTiles.raster()
     if selection is None:
-        rows = batch * heads * num_query_blocks(seq_q)
+        rows = batch * heads * tiles.num_blocks(seq_q)
         column_index = torch.empty(0, dtype=torch.int32, device=q.device)
         column_offset = torch.zeros(rows + 1, dtype=torch.int64, device=q.device)
         column_count = torch.zeros(rows, dtype=torch.int32, device=q.device)
     else:
-        _check_selection(selection, q, num_keys)
+        tiles.check(seq_q)
+        _check_selection(selection, q, num_keys, tiles)
         column_index, column_offset = selection.column_index, selection.column_offset
         column_count = selection.column_count.reshape(-1)
     scale = dim ** -0.5 if scale is None else float(scale)
-    out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, column_count, start, end, scale)
+    out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, column_count, start, end, scale,
+                                                tiles.query_index(q.device), tiles.block_size)
     return (out, lse) if return_lse else out
 
 
-def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int) -> None:
+def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int, tiles: QueryTiles) -> None:
     batch, seq_q, heads, _ = q.shape
-    expected = (batch, heads, num_query_blocks(seq_q))
+    expected = (batch, heads, tiles.num_blocks(seq_q))
     got = (selection.batch, selection.heads, selection.num_query_blocks)
     if got != expected:
         raise ValueError(f"`selection` is for (batch, heads, query blocks) = {got}, but q needs {expected}")
@@ -110,23 +116,27 @@ def _gluon_available() -> bool:
     return True
 
 
-def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, config=None):
+def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
+                 query_index=None, block_size=QUERY_BLOCK, config=None):
     if config is None and _gluon_kernel_requested(q):
         from ._attn_gluon_kernel import gluon_sparse_attention
 
-        return gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale)
+        return gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
+                                      query_index=query_index, block_size=block_size)
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
 
     batch, seq_q, heads, dim = q.shape
-    nqb = num_query_blocks(seq_q)
+    programs = -(-seq_q // QUERY_BLOCK)
     out = torch.empty(batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
-    vec_sparse_attn_fwd_kernel[(nqb, batch * heads)](
+    vec_sparse_attn_fwd_kernel[(programs, batch * heads)](
         q, k, v, out, lse, column_index, column_offset, column_count,
+        query_index if query_index is not None else column_offset,
         scale * 1.4426950408889634,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, seq_q, nqb, dense_start, dense_end,
-        HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, UPCAST=interpret_mode(), **(config or ATTN_CONFIGS[dim]),
+        heads, seq_q, -(-seq_q // block_size), dense_start, dense_end,
+        HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, UPCAST=interpret_mode(), INDEXED=query_index is not None,
+        PROGRAMS_PER_ROW=block_size // QUERY_BLOCK, **(config or ATTN_CONFIGS[dim]),
     )
     return out, lse
 
@@ -134,19 +144,20 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
 @torch.library.custom_op("vecdit::vec_sparse_attn", mutates_args=())
 def _vec_sparse_attn_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, column_index: torch.Tensor, column_offset: torch.Tensor,
-    column_count: torch.Tensor, dense_start: int, dense_end: int, scale: float,
+    column_count: torch.Tensor, dense_start: int, dense_end: int, scale: float, query_index: torch.Tensor | None,
+    block_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if use_triton(q):
-        return _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale)
-    from .reference import vec_sparse_attention_reference
-
+        return _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
+                            query_index, block_size)
     batch, seq_q, heads, _ = q.shape
     nqb = column_count.numel() // (batch * heads)
     sel = VectorSelection(column_index, column_offset, column_count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1])
-    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale)
+    token_block = block_of_token(query_index, block_size, seq_q, q.device)
+    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale, token_block)
 
 
 @_vec_sparse_attn_op.register_fake
-def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale):
+def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, query_index, block_size):
     batch, seq_q, heads, dim = q.shape
     return q.new_empty((batch, seq_q, heads, dim)), q.new_empty((batch, heads, seq_q), dtype=torch.float32)

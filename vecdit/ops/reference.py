@@ -2,16 +2,24 @@
 """Plain PyTorch references of the ops: what the tests compare against, and the CPU path.
 
 They compute in fp32 (attention) or fp64 (selection scores) and use explicit masks, so memory is
-O(Sq * Sk) per (batch, head): meant for small shapes.
+O(Sq * Sk) per (batch, head): meant for small shapes. The selection rule itself (`rule_keep`,
+`budget_cuts`, `key_sample`) is defined here once; the kernels and the lab follow it.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from ._checks import QUERY_BLOCK, num_query_blocks
-from .selection import RUNNING_TILE, VectorSelection, pool_queries
+from ._checks import check_threshold
+from .sparse_format import WORD_KEYS, VectorSelection
+from .tiles import QueryTiles
+
+# keys sampled to place a row's budget cut: a rank among SAMPLE_KEYS scores instead of a sort of
+# all Sk (exact top-k when Sk <= SAMPLE_KEYS; at 8192 the kept count's relative spread is about
+# sqrt((1 - d) / (d * 8192)): 3% at d = 10%)
+SAMPLE_KEYS = 8192
 
 
 def attention_reference(q, k, v, key_mask=None, scale=None, compute_dtype=torch.float32):
@@ -36,23 +44,28 @@ def attention_reference(q, k, v, key_mask=None, scale=None, compute_dtype=torch.
     return out, lse.float()
 
 
-def selection_key_mask(selection: VectorSelection, seq_q: int, num_keys: int, dense_range=(0, 0)):
-    """Bool `[B, H, Sq, Sk]` mask attended by the kernel for this selection and dense range."""
+def selection_key_mask(selection: VectorSelection, seq_q: int, num_keys: int, dense_range=(0, 0), token_block=None):
+    """Bool `[B, H, Sq, Sk]` mask attended by the kernel for this selection and dense range: each
+    query (token) row takes its block's keys; `token_block` (int64 `[Sq]`) defaults to the
+    selection's query tiles' (raster without them)."""
     block_mask = selection.to_mask()
     pad = num_keys - selection.num_keys
     if pad:
         block_mask = torch.nn.functional.pad(block_mask, (0, pad))
-    mask = block_mask.repeat_interleave(QUERY_BLOCK, dim=2)[:, :, :seq_q]
+    if token_block is None:
+        tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
+        token_block = tiles.token_blocks(seq_q, block_mask.device)
+    mask = block_mask[:, :, token_block.to(block_mask.device)]
     start, end = dense_range
     mask[..., start:end] = True
     return mask
 
 
-def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale=None):
+def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None):
     """Reference of `vector_sparse_attention`, one (batch, head) at a time; output in q's dtype."""
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float32, device=q.device)
-    mask = selection_key_mask(selection, q.shape[1], k.shape[1], dense_range)
+    mask = selection_key_mask(selection, q.shape[1], k.shape[1], dense_range, token_block)
     for b in range(q.shape[0]):
         for h in range(q.shape[2]):
             sl = (slice(b, b + 1), slice(None), slice(h, h + 1))
@@ -62,50 +75,105 @@ def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale
     return out, lse
 
 
-def selection_scores(q, k, scale=None):
+def pool_queries_reference(q, query_index=None, block_size: int = 64) -> torch.Tensor:
+    """fp64 `[B, H, NQB, D]`: mean of each query block's members (tile order through `query_index`)."""
+    seq = q.shape[1]
+    order = q if query_index is None else q[:, query_index.long()]
+    nqb = -(-seq // block_size)
+    padded = torch.nn.functional.pad(order.double(), (0, 0, 0, 0, 0, nqb * block_size - seq))
+    members = torch.full((nqb,), float(block_size), dtype=torch.float64, device=q.device)
+    members[-1] = seq - (nqb - 1) * block_size
+    pooled = padded.unflatten(1, (nqb, block_size)).sum(2) / members[None, :, None, None]
+    return pooled.permute(0, 2, 1, 3)
+
+
+def selection_scores(q, k, scale=None, query_tiles: QueryTiles | None = None):
     """fp64 `[B, H, NQB, Sk]` scores of the pooled queries against every key."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    pooled = pool_queries(q, 1.0).double() * scale
+    tiles = query_tiles if query_tiles is not None else QueryTiles.raster()
+    pooled = pool_queries_reference(q, tiles.query_index(q.device), tiles.block_size) * scale
     return pooled @ k.double().permute(0, 2, 3, 1)
 
 
-def vector_selection_reference(
-    q, k, threshold=None, *, gap=None, mode="exact", running=None, max_columns=0, min_columns=0,
-    max_density=None, scale=None,
-) -> VectorSelection:
-    """The selection formula on dense fp64 scores.
+@functools.cache
+def _sample(num_keys: int, size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randperm(num_keys, generator=g)[:size].sort().values
 
-    keep j  iff  s_j >= m - gap,  gap = -ln(threshold)  (per head),
-    m = row max (`exact`) or max over key tiles of 64 up to j's tile (`running`);
-    then at most `max_columns` (top scores) and at least `min_columns` (top scores) per row.
+
+def key_sample(num_keys: int, device) -> torch.Tensor | None:
+    """int64 indices of the fixed key sample that places budget cuts (None: all keys, Sk <= SAMPLE_KEYS).
+    Random, not strided: a stride would alias with the grid's rows and miss a local head's peak."""
+    return None if num_keys <= SAMPLE_KEYS else _sample(num_keys, SAMPLE_KEYS).to(device)
+
+
+def budget_cuts(sample_scores: torch.Tensor, num_keys: int, max_columns: int, min_columns: int):
+    """(lower, upper) per row from the scores of the key sample `[..., n]`.
+
+    Keeping `s >= lower` keeps at most `max_columns * n / Sk` of the sample, `s >= upper` at least
+    `min_columns * n / Sk`; each cut lies halfway between the two ranks it separates, so scores
+    computed another way (the kernel's bf16 hi/lo dots) fall on the same side; +-inf: no budget.
     """
-    batch, seq_q, heads, _ = q.shape
-    num_keys = k.shape[1]
-    if gap is None:
-        gap = -torch.log(torch.as_tensor(threshold, dtype=torch.float64)).expand(heads)
-    gap = gap.double().to(q.device).view(1, heads, 1, 1)
-    if running is None:
-        running = mode == "running"
-    if max_density is not None:
-        max_columns = max(1, math.floor(max_density * num_keys))
-    s = selection_scores(q, k, scale)
+    n = sample_scores.shape[-1]
+    inf = torch.full(sample_scores.shape[:-1], math.inf, dtype=sample_scores.dtype, device=sample_scores.device)
+    lower, upper = -inf, inf
+    cap = math.ceil(max_columns * n / num_keys) if max_columns and max_columns < num_keys else 0
+    floor = math.ceil(min_columns * n / num_keys) if min_columns else 0
+    keep_all = floor >= n  # a floor of every key
+    cap, floor = (cap if cap < n else 0), (floor if floor < n else 0)
+    need = max(cap, floor) + 1 if (cap or floor) else 0
+    if need:
+        top = sample_scores.topk(need, -1).values
+        if cap:
+            lower = 0.5 * (top[..., cap - 1] + top[..., cap])
+        if floor:
+            upper = 0.5 * (top[..., floor - 1] + top[..., floor])
+    if keep_all:
+        upper = -inf
+    return lower, upper
+
+
+def rule_keep(s: torch.Tensor, gap: torch.Tensor, running: bool, max_columns: int, min_columns: int) -> torch.Tensor:
+    """The selection rule on scores `[B, H, NQB, Sk]` (gap `[H]`, inf = no min-p rule):
+    keep j iff s_j >= min(max(m - gap, lower), upper), m the row max (`exact`) or the max over
+    key tiles of 64 up to j's (`running`), lower/upper the budget cuts (`budget_cuts`)."""
+    num_keys = s.shape[-1]
+    gap = gap.to(s.dtype).to(s.device).view(1, -1, 1, 1)
     if running:
-        tiles = math.ceil(num_keys / RUNNING_TILE)
-        padded = torch.nn.functional.pad(s, (0, tiles * RUNNING_TILE - num_keys), value=-math.inf)
-        tile_max = padded.unflatten(-1, (tiles, RUNNING_TILE)).amax(-1).cummax(-1).values
-        m = tile_max.repeat_interleave(RUNNING_TILE, -1)[..., :num_keys]
+        tiles = math.ceil(num_keys / WORD_KEYS)
+        padded = torch.nn.functional.pad(s, (0, tiles * WORD_KEYS - num_keys), value=-math.inf)
+        tile_max = padded.unflatten(-1, (tiles, WORD_KEYS)).amax(-1).cummax(-1).values
+        m = tile_max.repeat_interleave(WORD_KEYS, -1)[..., :num_keys]
     else:
         m = s.amax(-1, keepdim=True)
-    keep = s >= m - gap
+    cut = m - gap
     if max_columns or min_columns:
-        count = keep.sum(-1, keepdim=True)
-        order = s.argsort(-1, descending=True).argsort(-1)  # rank of each key by score, 0 = best
-        if max_columns:
-            keep = torch.where(count > max_columns, order < max_columns, keep)
-        if min_columns:
-            keep = torch.where(count < min_columns, order < min_columns, keep)
-    assert num_query_blocks(seq_q) == keep.shape[2]
-    return VectorSelection.from_mask(keep)
+        sample = key_sample(num_keys, s.device)
+        lower, upper = budget_cuts(s if sample is None else s[..., sample], num_keys, max_columns, min_columns)
+        cut = torch.minimum(torch.maximum(cut, lower[..., None]), upper[..., None])
+    return s >= cut
+
+
+def selection_reference(q, k, gap, running, max_columns, min_columns, scale, query_index=None, block_size=64):
+    """Bool `[B, H, NQB, Sk]` kept keys from fp64 scores (the ops' CPU path)."""
+    pooled = pool_queries_reference(q, query_index, block_size) * scale
+    return rule_keep(pooled @ k.double().permute(0, 2, 3, 1), gap, running, max_columns, min_columns)
+
+
+def vector_selection_reference(
+    q, k, threshold=0.05, *, mode="exact", max_columns=0, min_columns=0, max_density=None, scale=None,
+    query_tiles: QueryTiles | None = None,
+) -> VectorSelection:
+    """The selection formula on dense fp64 scores (`rule_keep`); same arguments as `vector_selection`,
+    plus `max_columns` (a count instead of `max_density`)."""
+    if max_density is not None:
+        max_columns = max(1, math.floor(max_density * k.shape[1]))
+    gap = check_threshold(threshold, q.shape[2], "cpu")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    tiles = query_tiles if query_tiles is not None else QueryTiles.raster()
+    keep = selection_reference(q, k, gap, mode == "running", max_columns, min(min_columns, k.shape[1]), scale,
+                               tiles.query_index(q.device), tiles.block_size)
+    return VectorSelection.from_mask(keep, query_tiles)
 
 
 def segment_bounds_reference(column_index, column_offset, column_count, segment_keys: int, segments: int):

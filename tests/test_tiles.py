@@ -1,0 +1,174 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Query blocks as tiles of the latent grid: the order, selection and attention through it, the budget rule."""
+import math
+
+import pytest
+import torch
+
+from test_ops import assert_same_selection, make_qkv, rel_err
+from vecdit.ops import (
+    QueryTiles,
+    VectorSelection,
+    vec_sparse_attention_reference,
+    vector_selection,
+    vector_selection_bitmask,
+    vector_selection_reference,
+    vector_sparse_attention,
+)
+from vecdit.ops import reference as reference_module
+from vecdit.ops.reference import selection_scores
+
+# (grid, tile): ragged edges on every axis, a single frame, 128-query tiles, a grid thinner than the tile
+TILINGS = [
+    ((5, 6, 9), (4, 4, 4)),
+    ((1, 6, 14), (4, 4, 4)),
+    ((3, 5, 9), (2, 8, 8)),
+    ((2, 9, 10), (4, 4, 8)),
+]
+TILING_IDS = ["{}x{}x{}".format(*g) + "-tile{}x{}x{}".format(*t) for g, t in TILINGS]
+
+
+@pytest.mark.parametrize("grid, tile", TILINGS, ids=TILING_IDS)
+def test_tile_order_is_a_permutation_of_compact_tiles(grid, tile):
+    tiles = QueryTiles(grid, tile)
+    seq = math.prod(grid)
+    index = tiles.query_index("cpu")
+    assert index.dtype == torch.int32 and torch.equal(index.sort().values, torch.arange(seq, dtype=torch.int32))
+    assert tiles.num_blocks(seq) == math.ceil(seq / tiles.block_size)  # as many blocks as raster order
+    t, h, w = grid
+    et = tiles.effective_tile
+    assert math.prod(et) == tiles.block_size or any(e * 2 > g for e, g in zip(et, grid))
+    # every full tile is exactly one block, an et-shaped box (tiles cut smaller by a thin grid pack two per block)
+    full = (t // et[0]) * (h // et[1]) * (w // et[2]) if math.prod(et) == tiles.block_size else 0
+    pos = torch.stack([index // (h * w), index // w % h, index % w], -1).long()
+    for b in range(full):
+        members = pos[b * tiles.block_size:(b + 1) * tiles.block_size]
+        extent = members.amax(0) - members.amin(0) + 1
+        assert extent.tolist() == list(et)
+    # edge blocks hold real, distinct tokens only; block_of_token inverts the order
+    blocks = tiles.token_blocks(seq, "cpu")
+    assert torch.equal(blocks[index.long()], torch.arange(seq) // tiles.block_size)
+
+
+def test_single_frame_tile_is_reshaped_and_raster_keeps_the_paper_blocks():
+    assert QueryTiles((1, 30, 52)).effective_tile == (1, 8, 8)
+    assert QueryTiles((21, 30, 52)).effective_tile == (4, 4, 4)
+    raster = QueryTiles.raster()
+    assert raster.query_index("cpu") is None and raster.block_size == 64
+    q, k, _ = make_qkv((1, 150, 90, 2, 64), torch.bfloat16, "cpu", spread=3.0, seed=3)
+    a = vector_selection_reference(q, k, 0.2)
+    b = vector_selection_reference(q, k, 0.2, query_tiles=QueryTiles((1, 10, 15), "raster"))
+    assert torch.equal(a.to_mask(), b.to_mask())
+
+
+def _budget_cutoffs(scores, max_columns, min_columns):
+    lower, upper = reference_module.budget_cuts(scores, scores.shape[-1], max_columns, min_columns)
+    return lower[..., None], upper[..., None]
+
+
+@pytest.mark.parametrize("grid, tile", TILINGS, ids=TILING_IDS)
+def test_selection_in_tile_order_matches_reference(grid, tile, device):
+    tiles = QueryTiles(grid, tile)
+    seq, heads = math.prod(grid), 2
+    q, k, _ = make_qkv((1, seq, 170, heads, 64), torch.bfloat16, device, spread=3.0)
+    scores = selection_scores(q.cpu(), k.cpu(), query_tiles=tiles)
+    threshold = torch.tensor([0.1, 0.4])  # one threshold per head
+    sel = vector_selection(q, k, threshold, query_tiles=tiles)
+    ref = vector_selection_reference(q.cpu(), k.cpu(), threshold, query_tiles=tiles)
+    gap = -torch.log(threshold.double()).view(1, heads, 1, 1)
+    assert_same_selection(sel, ref, scores, scores.amax(-1, keepdim=True) - gap)
+    assert sel.num_query_blocks == tiles.num_blocks(seq) and sel.query_tiles is tiles
+    # the per-tile budget: exactly the top floor(0.1 * Sk) keys of each tile (Sk <= SAMPLE_KEYS: exact)
+    top = vector_selection(q, k, None, max_density=0.1, query_tiles=tiles)
+    assert torch.all(top.column_count == 17)
+    lower, _ = _budget_cutoffs(scores, 17, 0)
+    assert_same_selection(top, vector_selection_reference(q.cpu(), k.cpu(), None, max_density=0.1, query_tiles=tiles),
+                          scores, lower)
+    # min-p inside the budget: never more than the budget, never a key below the min-p cut
+    both = vector_selection(q, k, 0.05, max_density=0.1, query_tiles=tiles)
+    assert int(both.column_count.max()) <= 17
+    minp = vector_selection_reference(q.cpu(), k.cpu(), 0.05, query_tiles=tiles).to_mask()
+    assert bool((both.to_mask().cpu() & ~minp).sum() <= 2)
+    # bitmask reuse keeps the grouping and the same lists
+    bits = vector_selection_bitmask(q, k, None, max_density=0.1, query_tiles=tiles)
+    again = bits.expand()
+    assert again.query_tiles is tiles and torch.equal(again.column_index, top.column_index)
+
+
+def test_sampled_budget_keeps_about_the_budget_on_average(device, monkeypatch):
+    # long rows place the cut by rank in a fixed key sample (no sort of all keys); shrink the
+    # sample so that path runs on a small shape
+    monkeypatch.setattr(reference_module, "SAMPLE_KEYS", 200)
+    grid = (2, 8, 8)
+    q, k, _ = make_qkv((1, 128, 1200, 2, 64), torch.bfloat16, device, spread=2.0, seed=7)
+    tiles = QueryTiles(grid)
+    sel = vector_selection(q, k, None, max_density=0.25, query_tiles=tiles)
+    ref = vector_selection_reference(q.cpu(), k.cpu(), None, max_density=0.25, query_tiles=tiles)
+    assert abs(float(sel.density()) - 0.25) < 0.03
+    assert int((sel.to_mask().cpu() ^ ref.to_mask()).sum()) <= 4  # the same cut: near-ties only
+    scores = selection_scores(q.cpu(), k.cpu(), query_tiles=tiles)
+    kept = sel.to_mask().cpu()
+    # a cut, not a scatter: every kept key outscores every dropped one of its block
+    assert bool((torch.where(kept, scores, math.inf).amin(-1) >= torch.where(kept, -math.inf, scores).amax(-1) - 1e-3).all())
+
+
+@pytest.mark.parametrize("grid, tile", TILINGS, ids=TILING_IDS)
+def test_attention_in_tile_order_matches_reference(grid, tile, device):
+    tiles = QueryTiles(grid, tile)
+    seq, heads = math.prod(grid), 2
+    # q, k, v strided views of one fused projection, as diffusers often hands them
+    qkv = torch.randn(2, seq + 30, 3, heads, 64).to(torch.bfloat16).to(device)
+    q, k, v = qkv[:, :seq, 0], qkv[:, :, 1], qkv[:, :, 2]
+    g = torch.Generator().manual_seed(int(torch.seed() % 2**31))
+    mask = torch.rand(2, heads, tiles.num_blocks(seq), seq + 10, generator=g) < 0.3
+    mask[1, 0, 0] = False  # an empty block: only the text range
+    sel = VectorSelection.from_mask(mask.to(device), tiles)
+    text = (seq + 10, seq + 30)  # HunyuanVideo's valid text keys, attended by every video query
+    out, lse = vector_sparse_attention(q, k, v, sel, dense_range=text, return_lse=True)
+    ref, ref_lse = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, text)
+    assert rel_err(out, ref) <= 1e-2 and float((lse - ref_lse).abs().max()) < 2e-2
+    # every key kept equals dense attention, in any query order
+    everything = VectorSelection.from_mask(torch.ones(2, heads, tiles.num_blocks(seq), seq + 30, dtype=torch.bool,
+                                                      device=device), tiles)
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2)).transpose(1, 2)
+    assert rel_err(vector_sparse_attention(q, k, v, everything), dense) <= 1e-2
+
+
+def test_tile_selection_then_attention_end_to_end(device):
+    tiles = QueryTiles((3, 5, 9), (2, 4, 8))
+    q, k, v = make_qkv((1, 135, 145, 2, 128), torch.bfloat16, device, spread=1.5)
+    sel = vector_selection(q, k[:, :135], None, max_density=0.2, query_tiles=tiles)
+    out = vector_sparse_attention(q, k, v, sel, dense_range=(135, 145))
+    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, (135, 145))
+    assert rel_err(out, ref) <= 1e-2
+    with pytest.raises(ValueError, match="grid"):  # the selection's grid must hold the queries
+        vector_sparse_attention(q[:, :134], k, v, sel)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
+                    reason="the Gluon kernel is Hopper-only")
+@pytest.mark.parametrize("tile", [(4, 4, 4), (4, 4, 8)], ids=["tile64", "tile128"])
+def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, monkeypatch):
+    import vecdit.ops._attn_gluon_kernel as gluon_kernel
+
+    calls = []
+    launch = gluon_kernel.gluon_sparse_attention
+    monkeypatch.setattr(gluon_kernel, "gluon_sparse_attention", lambda *a, **kw: calls.append(1) or launch(*a, **kw))
+    grid = (5, 9, 13)  # 585 queries: ragged edge tiles on every axis
+    seq = math.prod(grid)
+    tiles = QueryTiles(grid, tile)
+    qkv = torch.randn(2, seq + 100, 3, 3, 128, dtype=torch.bfloat16, device="cuda")
+    q, k, v = qkv[:, :seq, 0], qkv[:, :, 1], qkv[:, :, 2]
+    sel = vector_selection(q, k[:, :seq], None, max_density=0.3, query_tiles=tiles)
+    text = (seq, seq + 100)
+    ref, ref_lse = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, text)
+    got, got_lse = vector_sparse_attention(q, k, v, sel, dense_range=text, return_lse=True)
+    assert calls and rel_err(got, ref) < 1e-2 and float((got_lse - ref_lse).abs().max()) < 1e-2
+    for segments in (2, 3):  # key segments write partial outputs through the index too
+        out, lse = launch(q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), *text,
+                          128 ** -0.5, segments=segments, query_index=tiles.query_index("cuda"),
+                          block_size=tiles.block_size)
+        assert rel_err(out, ref) < 1e-2 and float((lse - ref_lse).abs().max()) < 1e-2
+    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "triton")
+    assert rel_err(vector_sparse_attention(q, k, v, sel, dense_range=text), ref) < 1e-2
