@@ -14,7 +14,8 @@ import vecdit
 from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
 
-from .models import GenerateError, check_output, check_sizes, load_pipeline, resolve_model
+from .models import GenerateError, ModelPreset, check_output, check_sizes, resolve_model
+from .random_weights import random_pipeline
 
 
 @dataclass
@@ -54,6 +55,32 @@ def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
     import dataclasses
 
     return dataclasses.replace(base, **overrides)
+
+
+def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: bool = False):
+    """The diffusers pipeline: tiny (offline, random), random full-size weights, or `from_pretrained`."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if name == "tiny":
+        from .tiny import tiny_wan_pipeline
+
+        return tiny_wan_pipeline().to(device)
+    if random_weights:
+        return random_pipeline(name, preset, device, dtype)
+    from diffusers import DiffusionPipeline, UniPCMultistepScheduler
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(preset.hub_id, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise GenerateError(
+            f"could not load {preset.hub_id!r}: it is not in the local Hugging Face cache and the hub could not be "
+            f"reached ({type(e).__name__}). Download it first (`huggingface-cli download {preset.hub_id}`) or pass "
+            "a local folder to --model"
+        ) from None
+    if preset.family == "wan" and preset.flow_shift is not None:
+        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=preset.flow_shift)
+    if preset.family == "hunyuan":
+        pipe.vae.enable_tiling()
+    return pipe.to(device)
 
 
 def parse_tiles(text: str):

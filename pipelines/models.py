@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
 
 
 @dataclass(frozen=True)
@@ -75,31 +74,3 @@ def check_output(path: str) -> None:
         raise GenerateError(f"cannot write --output {path!r} ({e.strerror}); choose a writable folder") from None
     if not path.endswith((".mp4", ".npz")):
         raise GenerateError(f"--output must end in .mp4 (video) or .npz (raw frames), got {path!r}")
-
-
-def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: bool = False):
-    """The diffusers pipeline: tiny (offline, random), random full-size weights, or `from_pretrained`."""
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    if name == "tiny":
-        from .tiny import tiny_wan_pipeline
-
-        return tiny_wan_pipeline().to(device)
-    if random_weights:
-        from .random_weights import random_pipeline
-
-        return random_pipeline(name, preset, device, dtype)
-    from diffusers import DiffusionPipeline, UniPCMultistepScheduler
-
-    try:
-        pipe = DiffusionPipeline.from_pretrained(preset.hub_id, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise GenerateError(
-            f"could not load {preset.hub_id!r}: it is not in the local Hugging Face cache and the hub could not be "
-            f"reached ({type(e).__name__}). Download it first (`huggingface-cli download {preset.hub_id}`) or pass "
-            "a local folder to --model"
-        ) from None
-    if preset.family == "wan" and preset.flow_shift is not None:
-        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=preset.flow_shift)
-    if preset.family == "hunyuan":
-        pipe.vae.enable_tiling()
-    return pipe.to(device)

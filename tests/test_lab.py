@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vecdit import VecAttnConfig
-from vecdit.lab import PATTERNS, SyntheticConfig, calibrate, compare_patterns, metrics, probabilities, structured_qkv
+from vecdit.lab import SyntheticConfig, calibrate, compare_patterns, metrics, probabilities, structured_qkv
 from vecdit.lab.synthetic import GEOMETRIES
 from vecdit.ops import QueryTiles, vector_selection_reference
 

@@ -256,3 +256,46 @@ def test_torch_compile_of_the_whole_transformer_matches_eager():
         out = compiled(**inputs)[0]
     assert torch.equal(out, eager)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("family", ["wan-t2v", "wan-i2v", "hunyuan"])
+def test_default_config_runs_tiles_of_the_model_grid_at_its_density(family, monkeypatch):
+    # out of the box: 4x4x4 query tiles on the post-patchify grid the transformer's forward sees, top-k rule
+    import vecdit.processors._sparse as sparse
+
+    model, inputs = ((tiny_hunyuan_transformer(), hunyuan_inputs()) if family == "hunyuan"
+                     else (tiny_wan_transformer(image=family == "wan-i2v"), wan_inputs(image=family == "wan-i2v")))
+    stock = run(model, inputs)
+    seen = []
+    real = sparse.vector_selection_reference
+    monkeypatch.setattr(sparse, "vector_selection_reference", lambda *a, **k: seen.append(k["query_tiles"]) or real(*a, **k))
+    vecdit.enable(model, VecAttnConfig(density=1.0, dense_steps=0, dense_fallback_density=1.0))
+    assert rel(run(model, inputs), stock) < 1e-4  # every key kept through the tile path: the stock output
+    vecdit.disable(model)
+    vecdit.enable(model, VecAttnConfig(dense_steps=0, collect_stats=True))
+    sparse_out = run(model, inputs)
+    hook = model._diffusers_hook.get_hook("vecdit_step")
+    assert hook.t.grid == (3, 8, 8)  # Wan: 3 x 16 x 16 latent, patch (1, 2, 2); HunyuanVideo: 3 x 8 x 8, patch 1
+    assert all(t is not None and t.grid == (3, 8, 8) for t in seen) and len(seen) == 2 * 2
+    records = vecdit.stats(model)["records"]
+    assert all(r["density"] == pytest.approx(0.25, abs=0.01) for r in records) and records
+    assert 1e-4 < rel(sparse_out, stock) < 1.0
+    vecdit.disable(model)
+    vecdit.enable(model, VecAttnConfig(query_tiles="raster", dense_steps=0))
+    raster = run(model, inputs)
+    assert not torch.equal(raster, sparse_out)  # the paper's blocks select other keys
+    vecdit.disable(model)
+    assert torch.equal(run(model, inputs), stock)
+
+
+def test_config_rules_and_tiles_validation():
+    assert VecAttnConfig().rule == "topk" and VecAttnConfig().budget() == 0.25
+    assert VecAttnConfig(threshold=0.05).rule == "minp" and VecAttnConfig(threshold=0.05).budget() is None
+    assert VecAttnConfig(threshold=0.05, max_density=0.2).budget() == 0.2  # min-p inside a budget
+    for bad, field in ((dict(query_tiles=(4, 4, 2)), "query_tiles"), (dict(query_tiles="tiles"), "query_tiles"),
+                       (dict(threshold=0.05, density=0.1), "density"), (dict(max_density=0.2), "max_density"),
+                       (dict(density=0.0), "density")):
+        with pytest.raises(ValueError, match=field):
+            VecAttnConfig(**bad)
+    cfg = VecAttnConfig(query_tiles=[4, 4, 8], density=0.1)
+    assert VecAttnConfig.from_dict(copy.deepcopy(cfg.to_dict())) == cfg and cfg.query_tiles == (4, 4, 8)

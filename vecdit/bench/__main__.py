@@ -78,6 +78,8 @@ def main(argv=None) -> int:
                      help="random (i.i.d., the worst case for locality) and/or structured (the lab's video proxy)")
     att.add_argument("--out", default="bench/results")
     att.add_argument("--name", default="attention", help="results file stem (the card and date are appended)")
+    att.add_argument("--index-overhead", action="store_true",
+                     help="instead: the tile index's own cost (same lists with and without it, timed alternately)")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -102,8 +104,25 @@ def main(argv=None) -> int:
         paths = write_results("transformer-" + "-".join(args.models), {"environment": env, "results": results}, md, args.out)
         print("wrote", *paths)
         return 0
-    from .attention import run_shape
+    from .attention import index_overhead, run_shape
 
+    if args.index_overhead:
+        results = [index_overhead(shape, args.densities, inputs) for shape in args.shapes for inputs in args.inputs]
+        lines = [f"# Tile index cost on {env['card']}", "", f"torch {env['torch']}, triton {env['triton']}, {env['date']}. "
+                 "One tile-order top-k selection attended through its query index vs the same lists on consecutive "
+                 "query blocks (no index); medians of do_bench, alternated.", "",
+                 "| shape | inputs | density | ms through the index | ms without | index cost | all runs (with / without) |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in results:
+            for row in r["rows"]:
+                m = row["median_ms"]
+                runs = " / ".join(", ".join(f"{t:.2f}" for t in row["ms"][key]) for key in ("tiles", "raster-addressed"))
+                lines.append(f"| {r['shape']} | {r['inputs']} | {row['density']:.3f} | {m['tiles']:.2f} | "
+                             f"{m['raster-addressed']:.2f} | {row['index_cost']:+.1%} | {runs} |")
+        md = "\n".join(lines) + "\n"
+        print(md)
+        print("wrote", *write_results(args.name, {"environment": env, "results": results}, md, args.out))
+        return 0
     results = []
     for shape in args.shapes:
         for inputs in args.inputs:

@@ -152,5 +152,33 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
                 "peak_extra_mem_gb": peak / 2**30, "index_buffer_gb": sel.nbytes() / 2**30,
                 "rel_err_vs_dense": rel_dense, "kernel_rel_err_vs_fp32_ref": kern_err,
             })
-            del sel, out
+            sel = out = None  # free the lists before the next variant
     return res
+
+
+def index_overhead(shape: str, densities=DENSITIES, inputs: str = "random", repeats: int = 3) -> dict:
+    """What reading query rows and writing output rows through the tile index costs the kernel:
+    one tile-order top-k selection attended twice, through its query index, and with the same lists
+    handed to consecutive query blocks (raster addressing), timed alternately `repeats` times."""
+    from vecdit.ops import VectorSelection
+
+    cfg = SHAPES[shape]
+    video, text = cfg["video"], cfg["text"]
+    q, k, v = make_inputs(shape, inputs=inputs)
+    qv, kv = q[:, :video], k[:, :video]
+    dense_range = (video, video + text) if text else None
+    tiles = QueryTiles(GRIDS[shape])
+    rows = []
+    for density in densities:
+        tiled = vector_selection(qv, kv, None, max_density=density, query_tiles=tiles)
+        plain = VectorSelection(tiled.column_index, tiled.column_offset, tiled.column_count, tiled.batch, tiled.heads,
+                                tiled.num_query_blocks, tiled.num_keys)  # the same lists, no index
+        times = {"tiles": [], "raster-addressed": []}
+        for _ in range(repeats):
+            for label, sel in (("tiles", tiled), ("raster-addressed", plain)):
+                times[label].append(do_bench_ms(lambda: vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)))
+        med = {key: sorted(val)[len(val) // 2] for key, val in times.items()}
+        rows.append({"target_density": density, "density": float(tiled.density()), "ms": times, "median_ms": med,
+                     "index_cost": med["tiles"] / med["raster-addressed"] - 1})
+        del tiled, plain
+    return {"shape": shape, "inputs": inputs, "repeats": repeats, "rows": rows}

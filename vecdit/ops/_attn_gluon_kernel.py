@@ -4,7 +4,7 @@
 The default backend where it applies (`VECDIT_ATTN_KERNEL=auto`; `triton` forces the portable
 kernel). Checked on H100 and H200 by `tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel`
 (fp32 reference, ragged tails, dense range, strided views, empty blocks); timed against the Triton
-kernel by `bench/experiments/gluon_sparse_attn.py`: 5-8% faster at HunyuanVideo-720p, 25%.
+kernel by the session-3 sweep (its script in git history at b6b59e7): 5-8% faster at HunyuanVideo-720p, 25%.
 
 Why: the Triton kernel's K/V gathers are poorly pipelined (one or two tiles in flight, ~290-350
 TFLOP/s) while a dense Triton kernel with the same 64-row softmax runs at 482. Here the gather gets

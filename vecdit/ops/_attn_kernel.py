@@ -66,15 +66,15 @@ def vec_sparse_attn_fwd_kernel(
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
 
-    pos = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_pos = qb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
-    row_ok = pos < Sq
+    row_ok = q_pos < Sq
     # token of each position (tile order), or the position itself (raster)
     if INDEXED:
-        offs_m = tl.load(QUERY_INDEX + pos, mask=row_ok, other=0).to(tl.int64)
+        offs_m = tl.load(QUERY_INDEX + q_pos, mask=row_ok, other=0).to(tl.int64)
     else:
-        offs_m = pos
+        offs_m = q_pos.to(tl.int64)
 
     q = tl.load(
         Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,

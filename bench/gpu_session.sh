@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One device call's GPU work, in steps. Run from the repository root on the GPU host with
+# `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
+#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|lab ...]   (default: tests attention-hv)
+# Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
+set -u
+R=$PWD
+export OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# the mapped subpackages (vecdit.processors <- processors/, ...) as one importable package
+mkdir -p /tmp/pkg/vecdit && cp -r vecdit/* /tmp/pkg/vecdit/ && cp -r processors pipelines samples /tmp/pkg/vecdit/
+export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/card.txt"
+steps=${*:-tests attention-hv}
+for step in $steps; do
+  echo "== $step $(date +%T)"
+  case $step in
+    tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
+      (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
+        "$R/tests/test_ops.py" -k "tile or gluon or matches_reference" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
+    attention-hv)
+      timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
+        --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;
+    attention-wan)
+      timeout 420 python3 -m vecdit.bench attention --shapes wan2.1-14b-720p --inputs random structured \
+        --name attention-tiles-wan14b --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;
+    index)
+      timeout 420 python3 -m vecdit.bench attention --index-overhead --shapes hunyuanvideo-720p wan2.1-14b-720p \
+        --inputs random structured --name attention-tile-index --out "$OUT" 2>&1 | tail -14 ;;
+    lab)
+      timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
+        --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
