@@ -28,6 +28,12 @@ for step in $steps; do
     index)
       timeout 420 python3 -m vecdit.bench attention --index-overhead --shapes hunyuanvideo-720p wan2.1-14b-720p \
         --inputs random structured --name attention-tile-index --out "$OUT" 2>&1 | tail -14 ;;
+    peers)
+      FASTVIDEO_VSA_TRITON=${FASTVIDEO_VSA_TRITON:-0} timeout 480 python3 -m vecdit.bench peers --shapes ${PEER_SHAPES:-hunyuanvideo-720p} --out "$OUT" 2>&1 \
+        | grep -v "^|.*---" | tail -30 ;;
+    abab)  # tile vs raster order, alternated in one run
+      timeout 300 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs random --densities 0.25 \
+        --variants tiles-topk raster-topk tiles-topk raster-topk --name attention-tiles-hv-abab --out "$OUT" 2>&1 | tail -12 ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;

@@ -137,8 +137,12 @@ def test_attention_in_tile_order_matches_reference(grid, tile, device):
 
 def test_tile_selection_then_attention_end_to_end(device):
     tiles = QueryTiles((3, 5, 9), (2, 4, 8))
-    q, k, v = make_qkv((1, 135, 145, 2, 128), torch.bfloat16, device, spread=1.5)
+    # q, k, v as strided chunks of one fused projection: selection and attention read them in place
+    qkv = (torch.randn(1, 145, 3, 2, 128) * 1.5).to(torch.bfloat16).to(device)
+    q, k, v = qkv[:, :135, 0], qkv[:, :, 1], qkv[:, :, 2]
     sel = vector_selection(q, k[:, :135], None, max_density=0.2, query_tiles=tiles)
+    again = vector_selection(q.contiguous(), k[:, :135].contiguous(), None, max_density=0.2, query_tiles=tiles)
+    assert torch.equal(sel.to_mask(), again.to_mask())
     out = vector_sparse_attention(q, k, v, sel, dense_range=(135, 145))
     ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, (135, 145))
     assert rel_err(out, ref) <= 1e-2

@@ -80,6 +80,11 @@ def main(argv=None) -> int:
     att.add_argument("--name", default="attention", help="results file stem (the card and date are appended)")
     att.add_argument("--index-overhead", action="store_true",
                      help="instead: the tile index's own cost (same lists with and without it, timed alternately)")
+    pe = sub.add_parser("peers", help="vecdit vs VSA (fastvideo-kernel) and FlexAttention block-sparse, with recall")
+    pe.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p", "wan2.1-14b-720p"], choices=list(SHAPES))
+    pe.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
+    pe.add_argument("--inputs", default="structured", choices=list(INPUTS))
+    pe.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -93,6 +98,19 @@ def main(argv=None) -> int:
     from .common import environment, write_results
 
     env = environment()
+    if args.what == "peers":
+        from .peers import peers_markdown, plot_peers, run_peers
+
+        results = []
+        for shape in args.shapes:
+            results.append(run_peers(shape, args.densities, args.inputs))
+            print(peers_markdown(env, results[-1:]), flush=True)
+            torch.cuda.empty_cache()
+        md = peers_markdown(env, results)
+        jpath, mpath = write_results("peers", {"environment": env, "results": results}, md, args.out)
+        plot_peers(results, jpath[:-5] + ".png")
+        print("wrote", jpath, mpath)
+        return 0
     if args.what == "transformer":
         from .transformer import run_model
 

@@ -1,0 +1,215 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Peers timed in the same run as vecdit, each with the recall of what it kept.
+
+On the video tokens of a shape (no text: VSA has no joint-text path), per density:
+  vecdit           4x4x4 and 4x4x8 tiles, top-k (selection + attention)
+  VSA              `fastvideo_kernel.video_sparse_attn` (benchmark-only dependency; the path that ran is
+                   recorded): its call on tile-ordered, tile-padded inputs, and with the permutation
+                   into and out of its layout that a diffusers user pays
+  FlexAttention    block-sparse 128x128 on the tile-ordered sequence with top-k key blocks per query
+                   block by pooled scores (mask build timed apart); the sequence is cut to a multiple of
+                   128 (at most 127 of ~10^5 tokens)
+Recall: the attention mass each method's own selection keeps, on sampled query blocks of sampled
+heads, against all keys (fp64), on whatever inputs ran (meaningful on `structured`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
+
+from .common import do_bench_ms
+
+
+def _recall(q, k, query_rows, kept_keys, heads, seed=0) -> float:
+    """Mean over sampled heads and query blocks of the probability mass on the kept keys.
+    `query_rows(b)`: tokens of query block b; `kept_keys(h, b)`: bool [Sk] of block b, head h."""
+    g = torch.Generator().manual_seed(seed)
+    n_blocks = query_rows(None)
+    total, count = 0.0, 0
+    for h in torch.randperm(q.shape[2], generator=g)[:heads].tolist():
+        for b in torch.randperm(n_blocks, generator=g)[:8].tolist():
+            rows = query_rows(b)
+            p = torch.softmax((q[0, rows, h].double() @ k[0, :, h].double().T) * q.shape[-1] ** -0.5, -1)
+            total += float((p * kept_keys(h, b)).sum(-1).mean())
+            count += 1
+    return total / count
+
+
+def _vecdit(q, k, v, grid, density, tile, heads_sampled):
+    tiles = QueryTiles(grid, tile)
+    sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
+    index = tiles.query_index(q.device).long()
+    nqb, num_keys = sel.num_query_blocks, k.shape[1]
+
+    def rows(b):
+        if b is None:
+            return nqb
+        return index[b * tiles.block_size:(b + 1) * tiles.block_size]
+
+    def kept(h, b):
+        r = h * nqb + b
+        start = int(sel.column_offset[r])
+        mask = torch.zeros(num_keys, dtype=torch.bool, device=q.device)
+        mask[sel.column_index[start:start + int(sel.column_count.reshape(-1)[r])].long()] = True
+        return mask
+
+    row = {"select_ms": do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles)),
+           "attention_ms": do_bench_ms(lambda: vector_sparse_attention(q, k, v, sel)),
+           "density": float(sel.density()), "recall": _recall(q, k, rows, kept, heads_sampled)}
+    row["ms"] = do_bench_ms(lambda: vector_sparse_attention(
+        q, k, v, vector_selection(q, k, None, max_density=density, query_tiles=tiles)))
+    return row
+
+
+def _vsa(q, k, v, grid, density, heads_sampled):
+    import fastvideo_kernel as fk
+    from fastvideo_kernel import block_sparse_attn as bsa
+
+    meta = fk.build_vsa_metadata(tuple(grid), device=q.device)
+    tpi, npi, vbs = meta["tile_partition_indices"], meta["non_pad_index"], meta["variable_block_sizes"]
+    n_tiles = math.prod(meta["num_tiles"])
+    padded = n_tiles * 64
+    topk = max(1, round(density * n_tiles))
+
+    def to_layout(x):  # [1, S, H, D] raster -> [1, H, tiles * 64, D], tile order, zero-padded tiles
+        out = x.new_zeros(x.shape[0], padded, x.shape[2], x.shape[3])
+        out[:, npi] = x[:, tpi]
+        return out.transpose(1, 2).contiguous()
+
+    def from_layout(o):
+        o = o.transpose(1, 2)[:, npi]
+        out = torch.empty_like(o)
+        out[:, tpi] = o
+        return out
+
+    qt, kt, vt = (to_layout(x) for x in (q, k, v))
+
+    def call():
+        return fk.video_sparse_attn(qt, kt, vt, vbs, vbs, topk, 64)
+
+    def total():
+        return from_layout(fk.video_sparse_attn(to_layout(q), to_layout(k), to_layout(v), vbs, vbs, topk, 64))
+
+    sm90 = bsa._get_sm90_ops()[0] is not None and bsa._is_sm90() and not bsa._force_triton()
+    # its selection, as its compression branch computes it: pooled tiles, top-k key tiles per query tile
+    real = vbs.clamp_min(1).view(1, 1, -1, 1).to(torch.float32)
+    q_c = qt.float().view(1, q.shape[2], n_tiles, 64, -1).sum(3) / real
+    k_c = kt.float().view(1, k.shape[2], n_tiles, 64, -1).sum(3) / real
+    tile_of_token = torch.empty(q.shape[1], dtype=torch.long, device=q.device)
+    tile_of_token[tpi] = torch.arange(n_tiles, device=q.device).repeat_interleave(vbs.long())
+    starts = torch.cumsum(vbs.long(), 0) - vbs.long()
+
+    def rows(b):
+        if b is None:
+            return n_tiles
+        return tpi[starts[b]:starts[b] + vbs[b]]
+
+    def kept(h, b):
+        top = (q_c[0, h, b] @ k_c[0, h].T).topk(topk).indices
+        return torch.isin(tile_of_token, top)
+
+    return {"ms": do_bench_ms(total), "call_ms": do_bench_ms(call), "density": topk / n_tiles,
+            "recall": _recall(q, k, rows, kept, heads_sampled),
+            "path": "sm90 ThunderKittens" if sm90 else "triton", "topk_tiles": topk, "tiles": n_tiles}
+
+
+def _flex(q, k, v, grid, density, heads_sampled, block=128):
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    index = QueryTiles(grid).query_index(q.device).long()
+    seq = q.shape[1] // block * block
+    qt, kt, vt = (x[:, index[:seq]].transpose(1, 2).contiguous() for x in (q, k, v))  # [1, H, S, D], tile order
+    nb = seq // block
+    count = max(1, round(density * nb))
+
+    def build():
+        qp = qt.float().view(1, q.shape[2], nb, block, -1).mean(3)
+        kp = kt.float().view(1, k.shape[2], nb, block, -1).mean(3)
+        top = (qp @ kp.transpose(-1, -2)).topk(count, -1).indices.sort(-1).values.to(torch.int32)
+        num = torch.full((1, q.shape[2], nb), count, dtype=torch.int32, device=q.device)
+        indices = torch.zeros(1, q.shape[2], nb, nb, dtype=torch.int32, device=q.device)  # the first `num` count
+        indices[..., :count] = top
+        return BlockMask.from_kv_blocks(num, indices, BLOCK_SIZE=block), top
+
+    mask, top = build()
+    attend = torch.compile(flex_attention)
+    attend(qt, kt, vt, block_mask=mask)  # compile outside the timing
+
+    def rows(b):
+        return nb if b is None else index[b * block:(b + 1) * block]
+
+    def kept(h, b):
+        keys = torch.zeros(nb, dtype=torch.bool, device=q.device)
+        keys[top[0, h, b].long()] = True
+        out = torch.zeros(q.shape[1], dtype=torch.bool, device=q.device)
+        out[index[:seq]] = keys.repeat_interleave(block)
+        return out
+
+    return {"ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=build()[0])),
+            "attention_ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=mask)),
+            "mask_ms": do_bench_ms(build), "density": count / nb,
+            "recall": _recall(q, k, rows, kept, heads_sampled), "tokens_cut": q.shape[1] - seq}
+
+
+def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", heads_sampled: int = 6) -> dict:
+    from .attention import GRIDS, SHAPES, dense_sdpa, make_inputs
+
+    video = SHAPES[shape]["video"]
+    q, k, v = (x[:, :video].contiguous() for x in make_inputs(shape, inputs=inputs))
+    grid = GRIDS[shape]
+    res = {"shape": shape, "inputs": inputs, "grid": list(grid), "video_tokens": video, "rows": [],
+           "dense": {"cudnn_ms": do_bench_ms(lambda: dense_sdpa(q, k, v, "cudnn"))}}
+    for density in densities:
+        for name, fn in (("vecdit 4x4x4", lambda: _vecdit(q, k, v, grid, density, (4, 4, 4), heads_sampled)),
+                         ("vecdit 4x4x8", lambda: _vecdit(q, k, v, grid, density, (4, 4, 8), heads_sampled)),
+                         ("VSA", lambda: _vsa(q, k, v, grid, density, heads_sampled)),
+                         ("FlexAttention 128", lambda: _flex(q, k, v, grid, density, heads_sampled))):
+            try:
+                row = fn()
+            except Exception as e:  # noqa: BLE001 - a peer that does not run here is reported, not fatal
+                row = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            res["rows"].append({"method": name, "target_density": density, **row})
+            torch.cuda.empty_cache()
+    return res
+
+
+def peers_markdown(env: dict, results: list[dict]) -> str:
+    lines = [f"# vecdit and its peers on {env['card']}", "",
+             f"torch {env['torch']}, triton {env['triton']}, {env['date']}. Video tokens only, bf16, head_dim 128, "
+             "medians of do_bench in one process. `ms` = selection/mask + attention (+ VSA's layout permutations); "
+             "recall = attention mass kept by the method's own selection on sampled query blocks (fp64).", ""]
+    for r in results:
+        lines += [f"## {r['shape']} ({r['inputs']} inputs), grid {r['grid']}: cuDNN dense {r['dense']['cudnn_ms']:.1f} ms", "",
+                  "| method | density | ms | x cuDNN | recall | detail |", "| --- | --- | --- | --- | --- | --- |"]
+        for row in r["rows"]:
+            if "error" in row:
+                lines.append(f"| {row['method']} | {row['target_density']} | - | - | - | {row['error']} |")
+                continue
+            detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()
+                      if k not in ("method", "target_density", "ms", "recall", "density")}
+            lines.append(f"| {row['method']} | {row['density']:.3f} | {row['ms']:.1f} | "
+                         f"{r['dense']['cudnn_ms'] / row['ms']:.2f} | {row['recall']:.3f} | {detail} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot_peers(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        for method in dict.fromkeys(row["method"] for row in r["rows"]):
+            pts = sorted((row["ms"], row["recall"]) for row in r["rows"] if row["method"] == method and "ms" in row)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=method)
+        ax.set(xlabel="ms (selection + attention)", ylabel="recall", title=f"{r['shape']} ({r['inputs']})")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
