@@ -119,3 +119,18 @@ def test_benchmark_structured_inputs_are_the_lab_proxy(monkeypatch):
     assert torch.isfinite(v.float()).all()
     with pytest.raises(ValueError, match="inputs"):
         bench.make_inputs("tiny-test", device="cpu", inputs="zeros")
+
+
+def test_peer_benchmark_recall_is_paired_and_bounded(monkeypatch):
+    # `python -m vecdit.bench peers` scores every method on the same query tokens; its vecdit row on a tiny grid
+    from vecdit.bench import peers
+
+    monkeypatch.setattr(peers, "do_bench_ms", lambda fn: (fn(), 0.0)[1])
+    q, k, v = (x.to(torch.bfloat16) for x in structured_qkv(SyntheticConfig(geometry="tiny", heads=2, head_dim=128)))
+    blocks = QueryTiles(TINY).token_blocks(q.shape[1], "cpu")
+    everything = peers._recall(q, k, blocks, lambda h, b: torch.ones(k.shape[1], dtype=torch.bool), heads=2)
+    assert everything["recall"] == pytest.approx(1.0) and everything["key_density"] == 1.0
+    row = peers._vecdit(q, k, v, TINY, 0.25, (4, 4, 4), heads_sampled=2)
+    assert row["key_density"] == pytest.approx(0.25, abs=0.01) and 0.25 < row["recall"] < 1.0
+    half = peers._recall(q, k, blocks, lambda h, b: torch.arange(k.shape[1]) % 2 == 0, heads=2)
+    assert half["key_density"] == 0.5 and 0 < half["recall"] < 1

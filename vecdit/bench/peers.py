@@ -9,8 +9,9 @@ On the video tokens of a shape (no text: VSA has no joint-text path), per densit
   FlexAttention    block-sparse 128x128 on the tile-ordered sequence with top-k key blocks per query
                    block by pooled scores (mask build timed apart); the sequence is cut to a multiple of
                    128 (at most 127 of ~10^5 tokens)
-Recall: the attention mass each method's own selection keeps, on sampled query blocks of sampled
-heads, against all keys (fp64), on whatever inputs ran (meaningful on `structured`).
+Recall: the attention mass each method's own selection keeps for the same random query tokens of
+the same random heads, against all keys (fp64), on whatever inputs ran (meaningful on `structured`);
+density: the kept fraction of the keys (VSA's budget counts tiles, and edge tiles hold fewer keys).
 """
 from __future__ import annotations
 
@@ -23,31 +24,27 @@ from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 from .common import do_bench_ms
 
 
-def _recall(q, k, query_rows, kept_keys, heads, seed=0) -> float:
-    """Mean over sampled heads and query blocks of the probability mass on the kept keys.
-    `query_rows(b)`: tokens of query block b; `kept_keys(h, b)`: bool [Sk] of block b, head h."""
+def _recall(q, k, token_block, kept_keys, heads, seed=0, tokens=256) -> dict:
+    """Over the same random query tokens of the same random heads for every method (a paired
+    comparison, whatever the grouping): the mean probability mass on the keys the token's block
+    kept, and the kept fraction of the keys. `token_block`: int64 [S] block of each token;
+    `kept_keys(h, b)`: bool [Sk] kept by block b of head h."""
     g = torch.Generator().manual_seed(seed)
-    n_blocks = query_rows(None)
-    total, count = 0.0, 0
+    mass, kept, seen = 0.0, 0.0, 0
     for h in torch.randperm(q.shape[2], generator=g)[:heads].tolist():
-        for b in torch.randperm(n_blocks, generator=g)[:8].tolist():
-            rows = query_rows(b)
-            p = torch.softmax((q[0, rows, h].double() @ k[0, :, h].double().T) * q.shape[-1] ** -0.5, -1)
-            total += float((p * kept_keys(h, b)).sum(-1).mean())
-            count += 1
-    return total / count
+        toks = torch.randperm(q.shape[1], generator=g)[:tokens].to(q.device)
+        p = torch.softmax((q[0, toks, h].double() @ k[0, :, h].double().T) * q.shape[-1] ** -0.5, -1)
+        masks = torch.stack([kept_keys(h, b) for b in token_block[toks].tolist()])
+        mass += float((p * masks).sum())
+        kept += float(masks.double().mean(1).sum())
+        seen += len(toks)
+    return {"recall": mass / seen, "key_density": kept / seen}
 
 
 def _vecdit(q, k, v, grid, density, tile, heads_sampled):
     tiles = QueryTiles(grid, tile)
     sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
-    index = tiles.query_index(q.device).long()
     nqb, num_keys = sel.num_query_blocks, k.shape[1]
-
-    def rows(b):
-        if b is None:
-            return nqb
-        return index[b * tiles.block_size:(b + 1) * tiles.block_size]
 
     def kept(h, b):
         r = h * nqb + b
@@ -58,16 +55,19 @@ def _vecdit(q, k, v, grid, density, tile, heads_sampled):
 
     row = {"select_ms": do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles)),
            "attention_ms": do_bench_ms(lambda: vector_sparse_attention(q, k, v, sel)),
-           "density": float(sel.density()), "recall": _recall(q, k, rows, kept, heads_sampled)}
+           "density": float(sel.density()),
+           **_recall(q, k, tiles.token_blocks(q.shape[1], q.device), kept, heads_sampled)}
     row["ms"] = do_bench_ms(lambda: vector_sparse_attention(
         q, k, v, vector_selection(q, k, None, max_density=density, query_tiles=tiles)))
     return row
 
 
 def _vsa(q, k, v, grid, density, heads_sampled):
-    import fastvideo_kernel as fk
-    from fastvideo_kernel import block_sparse_attn as bsa
+    import importlib
 
+    import fastvideo_kernel as fk
+
+    bsa = importlib.import_module("fastvideo_kernel.block_sparse_attn")  # the module, not its same-named function
     meta = fk.build_vsa_metadata(tuple(grid), device=q.device)
     tpi, npi, vbs = meta["tile_partition_indices"], meta["non_pad_index"], meta["variable_block_sizes"]
     n_tiles = math.prod(meta["num_tiles"])
@@ -88,10 +88,10 @@ def _vsa(q, k, v, grid, density, heads_sampled):
     qt, kt, vt = (to_layout(x) for x in (q, k, v))
 
     def call():
-        return fk.video_sparse_attn(qt, kt, vt, vbs, vbs, topk, 64)
+        return fk.video_sparse_attn(qt, kt, vt, vbs, vbs, topk, (4, 4, 4))
 
     def total():
-        return from_layout(fk.video_sparse_attn(to_layout(q), to_layout(k), to_layout(v), vbs, vbs, topk, 64))
+        return from_layout(fk.video_sparse_attn(to_layout(q), to_layout(k), to_layout(v), vbs, vbs, topk, (4, 4, 4)))
 
     sm90 = bsa._get_sm90_ops()[0] is not None and bsa._is_sm90() and not bsa._force_triton()
     # its selection, as its compression branch computes it: pooled tiles, top-k key tiles per query tile
@@ -100,19 +100,13 @@ def _vsa(q, k, v, grid, density, heads_sampled):
     k_c = kt.float().view(1, k.shape[2], n_tiles, 64, -1).sum(3) / real
     tile_of_token = torch.empty(q.shape[1], dtype=torch.long, device=q.device)
     tile_of_token[tpi] = torch.arange(n_tiles, device=q.device).repeat_interleave(vbs.long())
-    starts = torch.cumsum(vbs.long(), 0) - vbs.long()
-
-    def rows(b):
-        if b is None:
-            return n_tiles
-        return tpi[starts[b]:starts[b] + vbs[b]]
-
     def kept(h, b):
         top = (q_c[0, h, b] @ k_c[0, h].T).topk(topk).indices
         return torch.isin(tile_of_token, top)
 
-    return {"ms": do_bench_ms(total), "call_ms": do_bench_ms(call), "density": topk / n_tiles,
-            "recall": _recall(q, k, rows, kept, heads_sampled),
+    measured = _recall(q, k, tile_of_token, kept, heads_sampled)
+    # its budget counts tiles; edge tiles have fewer keys, so the kept key fraction differs from topk / tiles
+    return {"ms": do_bench_ms(total), "call_ms": do_bench_ms(call), "density": measured["key_density"], **measured,
             "path": "sm90 ThunderKittens" if sm90 else "triton", "topk_tiles": topk, "tiles": n_tiles}
 
 
@@ -138,8 +132,8 @@ def _flex(q, k, v, grid, density, heads_sampled, block=128):
     attend = torch.compile(flex_attention)
     attend(qt, kt, vt, block_mask=mask)  # compile outside the timing
 
-    def rows(b):
-        return nb if b is None else index[b * block:(b + 1) * block]
+    token_block = torch.full((q.shape[1],), nb - 1, dtype=torch.long, device=q.device)  # cut tokens: the last block
+    token_block[index[:seq]] = torch.arange(seq, device=q.device) // block
 
     def kept(h, b):
         keys = torch.zeros(nb, dtype=torch.bool, device=q.device)
@@ -151,7 +145,7 @@ def _flex(q, k, v, grid, density, heads_sampled, block=128):
     return {"ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=build()[0])),
             "attention_ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=mask)),
             "mask_ms": do_bench_ms(build), "density": count / nb,
-            "recall": _recall(q, k, rows, kept, heads_sampled), "tokens_cut": q.shape[1] - seq}
+            **_recall(q, k, token_block, kept, heads_sampled), "tokens_cut": q.shape[1] - seq}
 
 
 def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", heads_sampled: int = 6) -> dict:
@@ -180,7 +174,7 @@ def peers_markdown(env: dict, results: list[dict]) -> str:
     lines = [f"# vecdit and its peers on {env['card']}", "",
              f"torch {env['torch']}, triton {env['triton']}, {env['date']}. Video tokens only, bf16, head_dim 128, "
              "medians of do_bench in one process. `ms` = selection/mask + attention (+ VSA's layout permutations); "
-             "recall = attention mass kept by the method's own selection on sampled query blocks (fp64).", ""]
+             "recall = attention mass kept by the method's own selection for the same random query tokens of the same random heads (fp64); density = kept fraction of the keys.", ""]
     for r in results:
         lines += [f"## {r['shape']} ({r['inputs']} inputs), grid {r['grid']}: cuDNN dense {r['dense']['cudnn_ms']:.1f} ms", "",
                   "| method | density | ms | x cuDNN | recall | detail |", "| --- | --- | --- | --- | --- | --- |"]
