@@ -96,15 +96,15 @@ def selection_scores(q, k, scale=None, query_tiles: QueryTiles | None = None):
 
 
 @functools.cache
-def _sample(num_keys: int, size: int) -> torch.Tensor:
+def _sample(num_keys: int, size: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return torch.randperm(num_keys, generator=g)[:size].sort().values
+    return torch.randperm(num_keys, generator=g)[:size].sort().values.to(device)  # once per device, not per call
 
 
 def key_sample(num_keys: int, device) -> torch.Tensor | None:
     """int64 indices of the fixed key sample that places budget cuts (None: all keys, Sk <= SAMPLE_KEYS).
     Random, not strided: a stride would alias with the grid's rows and miss a local head's peak."""
-    return None if num_keys <= SAMPLE_KEYS else _sample(num_keys, SAMPLE_KEYS).to(device)
+    return None if num_keys <= SAMPLE_KEYS else _sample(num_keys, SAMPLE_KEYS, torch.device(device))
 
 
 def budget_cuts(sample_scores: torch.Tensor, num_keys: int, max_columns: int, min_columns: int):
