@@ -29,7 +29,7 @@ for step in $steps; do
       timeout 420 python3 -m vecdit.bench attention --index-overhead --shapes hunyuanvideo-720p wan2.1-14b-720p \
         --inputs random structured --name attention-tile-index --out "$OUT" 2>&1 | tail -14 ;;
     peers)
-      FASTVIDEO_VSA_TRITON=${FASTVIDEO_VSA_TRITON:-0} timeout 480 python3 -m vecdit.bench peers --shapes ${PEER_SHAPES:-hunyuanvideo-720p} --out "$OUT" 2>&1 \
+      FASTVIDEO_VSA_TRITON=${FASTVIDEO_VSA_TRITON:-0} timeout 480 python3 -m vecdit.bench peers --shapes ${PEER_SHAPES:-hunyuanvideo-720p} --inputs ${PEER_INPUTS:-structured} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -30 ;;
     abab)  # tile vs raster order, alternated in one run
       timeout 300 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs random --densities 0.25 \
