@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|lab ...]   (default: tests attention-hv)
+#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|lab ...]
+#   (default: tests attention-hv)
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
 set -u
 R=$PWD
@@ -34,6 +35,11 @@ for step in $steps; do
     abab)  # tile vs raster order, alternated in one run
       timeout 300 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs random --densities 0.25 \
         --variants tiles-topk raster-topk tiles-topk raster-topk --name attention-tiles-hv-abab --out "$OUT" 2>&1 | tail -12 ;;
+    density)  # achieved vs target density of the top-k rule at full size, under the host-sync check
+      timeout 300 python3 -m vecdit.lab density --out "$OUT" 2>&1 | tail -30 ;;
+    selection)  # the selection's stages next to the dense time
+      timeout 300 python3 -m vecdit.bench selection --shapes ${SEL_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} --out "$OUT" 2>&1 \
+        | grep -v "^|.*---" | tail -20 ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;

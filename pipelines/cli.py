@@ -25,11 +25,14 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--negative-prompt", default="")
+    p.add_argument("--image", help="image-to-video models: the first frame (a PNG or JPEG)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--threshold", type=float, help="min-p rule: keep keys with p >= threshold * p_max (0, 1]")
     budget.add_argument("--density", type=float, help="top-k rule (default): this fraction of keys per query tile (0, 1]")
     p.add_argument("--query-tiles", help="query blocks: a tile of the latent grid like 4x4x4 (default) or 'raster'")
+    p.add_argument("--max-density", type=float, help="with --threshold: at most this fraction of keys per block")
     p.add_argument("--dense-steps", type=float, help="warm-up steps run dense: a count, or a fraction < 1")
+    p.add_argument("--dense-last-steps", type=float, help="last steps run dense: a count, or a fraction < 1")
     p.add_argument("--reuse-interval", type=int)
     p.add_argument("--random-weights", action="store_true", help="full-size config with random weights (benchmarks)")
     p.add_argument("--ulysses", type=int, default=1, help="context parallelism over N GPUs; launch with torchrun")
@@ -40,8 +43,9 @@ def _settings(args):
 
     return GenerateSettings(
         model=args.model, attention=args.attention, height=args.height, width=args.width, frames=args.frames,
-        steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt, threshold=args.threshold,
-        density=args.density, query_tiles=args.query_tiles, dense_steps=args.dense_steps, reuse_interval=args.reuse_interval,
+        steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt, image=args.image,
+        threshold=args.threshold, max_density=args.max_density, density=args.density, query_tiles=args.query_tiles,
+        dense_steps=args.dense_steps, dense_last_steps=args.dense_last_steps, reuse_interval=args.reuse_interval,
         random_weights=args.random_weights, ulysses=args.ulysses)
 
 

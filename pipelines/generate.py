@@ -2,6 +2,7 @@
 """Text-to-video generation with vecdit: load once (`Generator`), render many (`Generator.render`)."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -14,7 +15,7 @@ import vecdit
 from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
 
-from .models import GenerateError, ModelPreset, check_output, check_sizes, resolve_model
+from .models import PRESETS, GenerateError, ModelPreset, check_output, check_sizes, resolve_model
 from .random_weights import random_pipeline
 
 
@@ -28,10 +29,13 @@ class GenerateSettings:
     steps: int | None = None
     guidance: float | None = None
     negative_prompt: str = ""
+    image: str | None = None  # image-to-video: the first frame
     threshold: float | None = None  # the min-p rule
+    max_density: float | None = None  # the min-p rule's per-block cap
     density: float | None = None  # the top-k rule: keys kept per query tile
     query_tiles: str | None = None  # "4x4x4", "4x4x8", ... or "raster"
     dense_steps: float | None = None
+    dense_last_steps: float | None = None
     reuse_interval: int | None = None
     random_weights: bool = False
     ulysses: int = 1  # diffusers context parallelism over this many processes (launched by torchrun)
@@ -42,19 +46,26 @@ class GenerateSettings:
 def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
     base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
     overrides = dict(collect_stats=True)
+    if s.max_density is not None and s.threshold is None:
+        raise GenerateError("--max-density caps the min-p rule: give it with --threshold (the top-k rule takes --density)")
     if s.threshold is not None:  # the min-p rule replaces the preset's top-k density
-        overrides.update(threshold=s.threshold, density=None)
+        overrides.update(threshold=s.threshold, density=None, max_density=s.max_density)
     if s.density is not None:
         overrides.update(density=s.density, threshold=None, max_density=None)
     if s.query_tiles is not None:
         overrides["query_tiles"] = parse_tiles(s.query_tiles)
-    if s.dense_steps is not None:
-        overrides["dense_steps"] = int(s.dense_steps) if float(s.dense_steps) >= 1 else float(s.dense_steps)
+    for flag in ("dense_steps", "dense_last_steps"):  # a count, or a fraction < 1
+        value = getattr(s, flag)
+        if value is not None:
+            overrides[flag] = int(value) if float(value) >= 1 else float(value)
     if s.reuse_interval is not None:
         overrides["reuse_interval"] = s.reuse_interval
     import dataclasses
 
-    return dataclasses.replace(base, **overrides)
+    try:
+        return dataclasses.replace(base, **overrides)
+    except ValueError as e:  # the config's message names the field; say which flag sets it
+        raise GenerateError(f"invalid vecdit settings: {e}") from None
 
 
 def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: bool = False):
@@ -108,7 +119,14 @@ class Generator:
         s.frames, s.steps = s.frames or preset.frames, s.steps or preset.steps
         s.guidance = preset.guidance if s.guidance is None else s.guidance
         s.fps = s.fps or preset.fps
-        check_sizes(s.height, s.width, s.frames)
+        check_sizes(s.height, s.width, s.frames, preset.spatial_multiple)
+        if preset.task == "i2v" and not s.image:
+            raise GenerateError(f"{self.name} is an image-to-video model: give the first frame with --image PATH")
+        if s.image and preset.task == "t2v":
+            raise GenerateError(f"{self.name} is a text-to-video model: --image needs an I2V model "
+                                f"({', '.join(n for n, p in PRESETS.items() if p.task == 'i2v')})")
+        if s.image and not os.path.isfile(s.image):
+            raise GenerateError(f"--image {s.image!r} is not a file")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.rank = _init_ulysses(s.ulysses, self.device) if s.ulysses > 1 else 0
         if s.ulysses > 1 and self.device == "cuda":
@@ -138,12 +156,12 @@ class Generator:
         pipe.set_progress_bar_config(disable=not progress)
         generator = torch.Generator(self.device).manual_seed(seed)
         phases = {}
+        image = _load_image(s.image) if s.image else None
         if self.preset.family == "wan":
-            frames = self._render_wan(prompt, generator, phases)
-        else:  # HunyuanVideo: the pipeline's own call; phases are not split
+            frames = self._render_wan(prompt, generator, phases, image)
+        else:  # HunyuanVideo (1.5): the pipeline's own call; phases are not split
             t0 = time.perf_counter()
-            frames = pipe(prompt, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
-                          guidance_scale=s.guidance, generator=generator, output_type="np").frames[0]
+            frames = pipe(prompt=prompt, **self._call_kwargs(generator, image), output_type="np").frames[0]
             phases["total"] = time.perf_counter() - t0
         if self.rank != 0:  # every rank computes the same video; rank 0 writes it
             return {}
@@ -165,7 +183,16 @@ class Generator:
         atomic_write_json(os.path.splitext(output)[0] + ".json", sidecar)
         return sidecar
 
-    def _render_wan(self, prompt, generator, phases):
+    def _call_kwargs(self, generator, image) -> dict:
+        """The generation settings this pipeline's `__call__` takes (HunyuanVideo-1.5 has no
+        `guidance_scale`, its I2V no `height`/`width`: it sizes the video from the image)."""
+        s = self.settings
+        wanted = dict(image=image, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                      guidance_scale=s.guidance, generator=generator)
+        accepted = inspect.signature(self.pipe.__call__).parameters
+        return {k: v for k, v in wanted.items() if k in accepted and v is not None}
+
+    def _render_wan(self, prompt, generator, phases, image=None):
         s, pipe = self.settings, self.pipe
         sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
         t0 = time.perf_counter()
@@ -174,9 +201,8 @@ class Generator:
                                                   max_sequence_length=512, device=self.device)
         sync()
         t1 = time.perf_counter()
-        latents = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, height=s.height, width=s.width,
-                       num_frames=s.frames, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                       generator=generator, output_type="latent").frames
+        latents = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, **self._call_kwargs(generator, image),
+                       output_type="latent").frames
         sync()
         t2 = time.perf_counter()
         with torch.no_grad():
@@ -190,6 +216,12 @@ class Generator:
         sync()
         phases.update(text_encoding=t1 - t0, denoising=t2 - t1, decoding=time.perf_counter() - t2)
         return frames
+
+
+def _load_image(path: str):
+    import PIL.Image
+
+    return PIL.Image.open(path).convert("RGB")
 
 
 def _init_ulysses(degree: int, device: str) -> int:

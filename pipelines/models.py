@@ -3,32 +3,50 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 
 @dataclass(frozen=True)
 class ModelPreset:
-    family: str  # "wan" or "hunyuan"
+    family: str  # "wan", "hunyuan" (HunyuanVideo) or "hunyuan15" (HunyuanVideo-1.5)
     hub_id: str | None
     height: int
     width: int
     frames: int
     steps: int
-    guidance: float
+    guidance: float | None  # None: the pipeline's guider decides (HunyuanVideo-1.5)
     fps: int
-    flow_shift: float | None = None
+    flow_shift: float | None = None  # None: the checkpoint's scheduler as it is
     full_size: bool = True  # needs CUDA
+    task: str = "t2v"  # "t2v" or "i2v" (needs --image)
+    spatial_multiple: int = 16  # pixels per latent token side: VAE compression x patch size
 
 
 PRESETS = {
     "tiny": ModelPreset("wan", None, 128, 128, 9, 4, 5.0, 8, 3.0, full_size=False),
     "wan2.1-t2v-1.3b": ModelPreset("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 480, 832, 81, 50, 5.0, 16, 3.0),
     "wan2.1-t2v-14b": ModelPreset("wan", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 720, 1280, 81, 50, 5.0, 16, 5.0),
+    "wan2.1-i2v-14b-480p": ModelPreset("wan", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 480, 832, 81, 50, 5.0, 16, 3.0,
+                                       task="i2v"),
+    "wan2.1-i2v-14b-720p": ModelPreset("wan", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", 720, 1280, 81, 50, 5.0, 16, 5.0,
+                                       task="i2v"),
+    # Wan2.2 A14B: two experts (high noise, then low noise) in one pipeline; vecdit goes on both
+    "wan2.2-t2v-a14b": ModelPreset("wan", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", 720, 1280, 81, 40, 4.0, 16),
+    "wan2.2-i2v-a14b": ModelPreset("wan", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", 720, 1280, 81, 40, 3.5, 16, task="i2v"),
+    "wan2.2-ti2v-5b": ModelPreset("wan", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", 704, 1280, 121, 50, 5.0, 24,
+                                  spatial_multiple=32),
     "hunyuanvideo": ModelPreset("hunyuan", "hunyuanvideo-community/HunyuanVideo", 720, 1280, 129, 50, 6.0, 24),
+    "hunyuanvideo-i2v": ModelPreset("hunyuan", "hunyuanvideo-community/HunyuanVideo-I2V", 720, 1280, 129, 50, 6.0, 24,
+                                    task="i2v"),
+    "hunyuanvideo-1.5-t2v": ModelPreset("hunyuan15", "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v", 480, 848,
+                                        121, 50, None, 24),
+    # I2V: the pipeline sizes the video from the image (height/width are not its arguments)
+    "hunyuanvideo-1.5-i2v": ModelPreset("hunyuan15", "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v", 480, 848,
+                                        121, 50, None, 24, task="i2v"),
 }
-# the latent grid: VAE 8x spatial and 4x temporal compression, then 2x2 patches
-SPATIAL_MULTIPLE, TEMPORAL_MULTIPLE = 16, 4
+# the temporal latent grid: 4x VAE compression, 4k+1 frames
+TEMPORAL_MULTIPLE = 4
 
 
 class GenerateError(ValueError):
@@ -40,15 +58,15 @@ def resolve_model(model: str) -> tuple[str, ModelPreset]:
     if model in PRESETS:
         return model, PRESETS[model]
     if os.path.isdir(model) or (model.count("/") == 1 and not model.startswith((".", "/"))):
-        family = "hunyuan" if "hunyuan" in model.lower() else "wan"
-        base = PRESETS["hunyuanvideo" if family == "hunyuan" else "wan2.1-t2v-1.3b"]
-        # size unknown: no CUDA requirement (a small checkpoint can run on the CPU)
-        return model, ModelPreset(family, model, base.height, base.width, base.frames, base.steps, base.guidance,
-                                  base.fps, base.flow_shift, full_size=False)
+        lower = model.lower()
+        family = "wan" if "hunyuan" not in lower else "hunyuan15" if "1.5" in lower else "hunyuan"
+        base = PRESETS[{"hunyuan": "hunyuanvideo", "hunyuan15": "hunyuanvideo-1.5-t2v", "wan": "wan2.1-t2v-1.3b"}[family]]
+        # size unknown: no CUDA requirement (a small checkpoint can run on the CPU); I2V is told by --image
+        return model, replace(base, hub_id=model, flow_shift=None, full_size=False, task="any")
     raise GenerateError(f"unknown --model {model!r}; choose one of {', '.join(PRESETS)}, a hub id (org/name) or a local folder")
 
 
-def check_sizes(height: int, width: int, frames: int) -> None:
+def check_sizes(height: int, width: int, frames: int, spatial_multiple: int = 16) -> None:
     def nearest(x, m):
         lo = max(m, x // m * m)
         return f"{lo} or {lo + m}" if x % m else str(x)
@@ -57,9 +75,9 @@ def check_sizes(height: int, width: int, frames: int) -> None:
         k = max(0, (frames - 1) // TEMPORAL_MULTIPLE)
         raise GenerateError(f"--frames must be 4k+1; got {frames}, nearest valid: {4 * k + 1} or {4 * k + 5}")
     for name, value in (("--height", height), ("--width", width)):
-        if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
-            raise GenerateError(f"{name} must be a multiple of {SPATIAL_MULTIPLE}; got {value}, nearest valid: "
-                                f"{nearest(max(value, SPATIAL_MULTIPLE), SPATIAL_MULTIPLE)}")
+        if value < spatial_multiple or value % spatial_multiple:
+            raise GenerateError(f"{name} must be a multiple of {spatial_multiple} for this model; got {value}, "
+                                f"nearest valid: {nearest(max(value, spatial_multiple), spatial_multiple)}")
 
 
 def check_output(path: str) -> None:

@@ -109,9 +109,14 @@ class SparseAttention:
             if keep_for_reuse:
                 hook.store(layer, bits)
         t1 = timer.mark() if collect else None
-        # the index buffer's size is known on the host (count, then fill): no extra sync to decide
-        capacity = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
-        if kernel and capacity > cfg.dense_fallback_density:
+        # decided on the host without a sync: top-k by its budget, min-p by the index buffer's size
+        # (count, then fill); a top-k rounding or sampled-cut excess over the budget never falls back
+        if cfg.rule == "topk":
+            kept = cfg.budget()
+        else:
+            kept = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
+        fallback = kernel and kept > cfg.dense_fallback_density
+        if fallback:
             out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
         elif kernel:
             out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
@@ -119,6 +124,8 @@ class SparseAttention:
             out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0))[0]
         if collect:
             per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
+            if fallback:  # dense ran: every key was attended
+                per_head = torch.ones_like(per_head)
             hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, per_head, (t0, t1, timer.mark())))
         return out
 

@@ -1,11 +1,14 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""`HunyuanVideoVecAttnProcessor`: vecdit on HunyuanVideo (T2V, and its I2V token-replace variant).
+"""`HunyuanVideoVecAttnProcessor`: vecdit on HunyuanVideo (T2V, I2V) and HunyuanVideo-1.5 (T2V, I2V).
 
   dual/single-stream joint attention -> video queries sparse over video keys + valid text keys,
                                         text queries dense; padded text keys are never attended
   token refiner                      -> the stock `AttnProcessor2_0` (returns one tensor)
 Valid text tokens are sliced, no boolean mask (that alone makes a dense 720p forward 1.4x faster
-than stock). HunyuanVideo has no diffusers context-parallel plan: under
+than stock; HunyuanVideo-1.5's stock processor even builds a [B, 1, S, S] mask per layer). The two
+versions differ in the mask they pass: HunyuanVideo a key mask over all tokens (padded text queries
+still attend), HunyuanVideo-1.5 a [B, text] mask applied to queries and keys (padded text queries
+get zeros, as its stock processor gives them). HunyuanVideo has no diffusers context-parallel plan: under
 `vecdit.parallel.enable_context_parallel` this processor does the Ulysses exchange of the video part.
 """
 from __future__ import annotations
@@ -41,11 +44,6 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
             raise ValueError(f"HunyuanVideoVecAttnProcessor supports HunyuanVideo attention modules, got {type(attn).__name__}")
         if encoder_hidden_states is None:  # the token refiner
             return self._stock_plain(attn, hidden_states, None, attention_mask)
-        if attention_mask is not None and attention_mask.dim() == 2:
-            raise ValueError(
-                "vecdit does not support HunyuanVideo-1.5 yet (its joint attention gets a "
-                "[batch, text] mask expanded to [batch, 1, S, S]); keep HunyuanVideo15AttnProcessor2_0 there"
-            )
         n_video, n_text = hidden_states.shape[1], encoder_hidden_states.shape[1]
         dual = attn.add_q_proj is not None
         x = hidden_states if dual else torch.cat([hidden_states, encoder_hidden_states], dim=1)
@@ -67,20 +65,26 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
                                  for x in (query, key, value))
             n_video *= world
         outs = []
+        # HunyuanVideo-1.5's [batch, text] mask also masks the padded text queries
+        queries_masked = attention_mask is not None and attention_mask.dim() == 2
         # samples with different valid text lengths are attended separately (no padding mask)
         for rows, n_valid in self._valid_text_groups(attention_mask, n_video, n_text, query.shape[0]):
             q, k, v = query[rows], key[rows], value[rows]
             n_keys = n_video + n_valid
             k, v = k[:, :n_keys], v[:, :n_keys]
+            n_queries = n_keys if queries_masked else q.shape[1]  # rows past it stay zero
             if phase is Phase.DENSE:
-                outs.append(self._dense(q, k, v))
-                continue
-            heads = (exchange[2], exchange[3]) if exchange is not None else None
-            if self.config.text_handling == "always":
-                video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads)
+                out = self._dense(q[:, :n_queries], k, v)
             else:
-                video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads)
-            outs.append(torch.cat([video, self._dense(q[:, n_video:], k, v)], 1))
+                heads = (exchange[2], exchange[3]) if exchange is not None else None
+                if self.config.text_handling == "always":
+                    video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads)
+                else:
+                    video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads)
+                out = torch.cat([video, self._dense(q[:, n_video:n_queries], k, v)], 1)
+            if n_queries < q.shape[1]:
+                out = torch.cat([out, out.new_zeros(out.shape[0], q.shape[1] - n_queries, *out.shape[2:])], 1)
+            outs.append(out)
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)  # groups are contiguous row ranges
         if exchange is not None:  # back: video to sequence shards, text to all heads
             world, group, _, _ = exchange
@@ -108,7 +112,9 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
     def _valid_text_groups(self, attention_mask, n_video, n_text, batch):
         """[(row slice, valid text tokens)]: valid tokens must be a prefix of the text (padding at the end).
 
-        One host sync per forward: the same mask object reaches every layer, so it is read once.
+        `attention_mask` covers all tokens (HunyuanVideo, `[B, 1, 1, S]`) or only the text
+        (HunyuanVideo-1.5, `[B, text]`). One host sync per forward: the same mask object reaches
+        every layer, so it is read once.
         """
         if attention_mask is None:
             return [(slice(0, batch), n_text)]
@@ -116,6 +122,8 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         if cached_mask is attention_mask:
             return groups
         valid = attention_mask.reshape(batch, -1)[:, -(n_video + n_text):].bool()
+        if valid.shape[1] == n_text:  # text only: the video tokens are all valid
+            valid = torch.cat([valid.new_ones(batch, n_video), valid], 1)
         counts = valid.sum(1)
         prefix = valid.int().cumprod(1).sum(1)
         counts, prefix = counts.tolist(), prefix.tolist()

@@ -43,8 +43,13 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
         (["--model", "nobody/no-such-model"], "huggingface-cli download nobody/no-such-model"),
         (["--output", "/proc/no/such/dir/x.mp4"], "cannot write --output"),
         (["--output", "x.avi"], ".mp4"),
+        (["--model", "wan2.2-i2v-a14b"], "give the first frame with --image"),
+        (["--image", "x.png"], "--image needs an I2V model (wan2.1-i2v-14b-480p"),
+        (["--model", "wan2.2-ti2v-5b", "--height", "720"], "multiple of 32 for this model; got 720, nearest valid: 704 or 736"),
+        (["--max-density", "0.3"], "--max-density caps the min-p rule"),
     ],
-    ids=["unknown-model", "frames", "height", "threshold", "tiles", "hub-offline", "unwritable", "extension"],
+    ids=["unknown-model", "frames", "height", "threshold", "tiles", "hub-offline", "unwritable", "extension",
+         "i2v-needs-image", "t2v-takes-no-image", "ti2v-size", "max-density-without-threshold"],
 )
 def test_generate_errors_name_the_fix(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -125,3 +130,28 @@ def test_compare_identical_and_constructed_pair(tmp_path):
     assert ssim(read_video(str(a / "v.npz")), read_video(str(a / "v.npz"))) == pytest.approx(1.0)
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report.md").read_text().count("|") > 10
+
+
+def test_generate_image_to_video_through_the_pipelines_own_call(tmp_path, monkeypatch):
+    """A HunyuanVideo-1.5 I2V folder: --image reaches the pipeline, its call gets only the settings
+    it takes (no guidance_scale, no height/width), vecdit keeps its density."""
+    import json
+
+    import numpy as np
+    import PIL.Image
+
+    from vecdit.pipelines import generate
+    from vecdit.pipelines.tiny import tiny_hunyuan15_pipeline
+
+    folder = tmp_path / "HunyuanVideo-1.5-480p_i2v"
+    folder.mkdir()
+    image = tmp_path / "first.png"
+    PIL.Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype("uint8")).save(image)
+    monkeypatch.setattr(generate, "load_pipeline", lambda *a, **k: tiny_hunyuan15_pipeline(image=True))
+    out = tmp_path / "v.mp4"
+    code = main(["generate", "--model", str(folder), "--image", str(image), "--prompt", "a fox", "--frames", "9",
+                 "--steps", "2", "--dense-steps", "0", "--output", str(out)])
+    assert code == 0 and out.stat().st_size > 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["settings"]["image"] == str(image)
+    assert side["density"] == pytest.approx(0.25, abs=0.02)

@@ -234,12 +234,22 @@ def test_config_validation_presets_and_round_trip():
         field = next(iter(bad))
         with pytest.raises(ValueError, match=field):
             VecAttnConfig(**bad)
-    for name in ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "hunyuanvideo"):
+    for bad in (dict(dense_last_steps=1.5), dict(dense_last_steps=True)):
+        with pytest.raises(ValueError, match="dense_last_steps"):
+            VecAttnConfig(**bad)
+    from vecdit.config import PRESETS
+    from vecdit.pipelines.models import PRESETS as MODELS
+
+    assert set(MODELS) - {"tiny"} == set(PRESETS)  # every CLI model has a preset
+    for name in PRESETS:
         cfg = VecAttnConfig.for_model(name, reuse_interval=2)
         assert cfg.reuse_interval == 2 and VecAttnConfig.from_dict(copy.deepcopy(cfg.to_dict())) == cfg
+        assert cfg.rule == "topk" and cfg.budget() == 0.25
+    assert VecAttnConfig.for_model("wan2.2-t2v-a14b") is not PRESETS["wan2.2-t2v-a14b"]
     with pytest.raises(ValueError, match="wan2.1-t2v-1.3b"):
         VecAttnConfig.for_model("wan3")
     assert VecAttnConfig().num_dense_steps(50) == 3  # the method's first 6% of 50 steps
+    assert VecAttnConfig(dense_last_steps=0.1).num_dense_last_steps(50) == 5
 
 
 def test_torch_compile_of_the_whole_transformer_matches_eager():

@@ -176,3 +176,55 @@ def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, monkeypatch
         assert rel_err(out, ref) < 1e-2 and float((lse - ref_lse).abs().max()) < 1e-2
     monkeypatch.setenv("VECDIT_ATTN_KERNEL", "triton")
     assert rel_err(vector_sparse_attention(q, k, v, sel, dense_range=text), ref) < 1e-2
+
+
+def test_budget_sizes_the_index_on_the_host(device, monkeypatch):
+    """Under a budget the index buffer has `row_capacity` slots per row (no read-back of counts,
+    no host sync); the kept keys are the rule's, in selection and in its reused bitmask form."""
+    from vecdit.ops.reference import row_capacity
+
+    monkeypatch.setattr(reference_module, "SAMPLE_KEYS", 200)  # the sampled cut on a small shape
+    tiles = QueryTiles((2, 8, 8))
+    q, k, _ = make_qkv((1, 128, 1200, 2, 64), torch.bfloat16, device, spread=2.0, seed=3)
+    cap = row_capacity(1200, 300)
+    assert 300 < cap < 1200
+    sel = vector_selection(q, k, None, max_density=0.25, query_tiles=tiles)
+    rows = sel.column_count.numel()
+    assert sel.column_index.numel() == rows * cap
+    assert torch.equal(sel.column_offset.cpu(), torch.arange(rows + 1) * cap)
+    assert int(sel.column_count.max()) <= cap
+    ref = vector_selection_reference(q.cpu(), k.cpu(), None, max_density=0.25, query_tiles=tiles)
+    assert ref.column_index.numel() == rows * cap  # the reference keeps the same layout
+    assert int((sel.to_mask().cpu() ^ ref.to_mask()).sum()) <= 4
+    again = vector_selection_bitmask(q, k, None, max_density=0.25, query_tiles=tiles).expand()
+    assert again.column_index.numel() == rows * cap and torch.equal(again.to_mask(), sel.to_mask())
+    minp = vector_selection(q, k, 0.5, query_tiles=tiles)  # min-p without a cap: count, then fill
+    assert minp.column_index.numel() == int(minp.column_count.sum())
+
+
+def test_a_row_past_its_capacity_keeps_its_first_keys(device):
+    from vecdit.ops.sparse_format import SelectionBitmask
+
+    g = torch.Generator().manual_seed(11)
+    mask = torch.rand(1, 2, 3, 300, generator=g) < 0.5
+    bits = SelectionBitmask.from_selection(VectorSelection.from_mask(mask.to(device)), row_capacity=100)
+    sel = bits.expand()
+    assert sel.column_index.numel() == 6 * 100 and int(sel.column_count.max()) == 100
+    first = mask & (mask.cumsum(-1) <= 100)
+    assert torch.equal(sel.to_mask().cpu(), first)
+    assert torch.equal(VectorSelection.from_mask(mask, row_capacity=100).to_mask(), first)
+
+
+@pytest.mark.parametrize("n, rank", [(8192, 2048), (8192, 820), (300, 75), (257, 256)])
+def test_sample_cut_kernel_places_the_reference_cut(n, rank, device):
+    from vecdit.ops.reference import budget_cuts
+    from vecdit.ops.selection import sample_cut
+
+    g = torch.Generator().manual_seed(n + rank)
+    scores = torch.randn(2, 3, n, generator=g) * 3 - 1  # negative and positive scores
+    scores[0, 0] = scores[0, 0].round()  # many ties
+    scores[0, 1, : n // 2] = -math.inf  # masked keys
+    lower, _ = budget_cuts(scores, n, rank, 0)  # Sk = n: the cut sits between ranks `rank` and rank + 1
+    out = torch.empty(2, 3, device=device)
+    sample_cut(scores.to(device), rank, out)
+    assert torch.equal(out.cpu(), lower)

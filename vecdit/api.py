@@ -61,8 +61,12 @@ def enable(pipe, config: VecAttnConfig | None = None) -> None:
     >>> vecdit.enable(pipe, vecdit.VecAttnConfig.for_model("wan2.1-t2v-1.3b"))  # doctest: +SKIP
     """
     scheduler = getattr(pipe, "scheduler", None)
-    for model in _transformers(pipe):
+    models = _transformers(pipe)
+    for model in models:
         apply_vec_sparse(model, config, scheduler)
+    hooks = [get_step_hook(m) for m in models]
+    for hook in hooks:  # Wan2.2 A14B: one schedule over both experts, selections dropped at the switch
+        hook.experts = hooks
 
 
 def disable(pipe) -> None:
@@ -79,23 +83,31 @@ def stats(pipe) -> dict:
     """Density and time per step, layer and head of the running generation, or of the last one.
 
     Needs `VecAttnConfig(collect_stats=True)`; reads the recorded device values (one sync here,
-    none during generation). Returns `{"records": [...], "by_step": {step: mean density}, "history": [...]}`.
+    none during generation). Returns
+    `{"records": [...], "by_step": {step: mean density}, "by_layer": [...], "history": [...]}`:
+    each record and each `by_layer` row names its `model` (0, or 1 for Wan2.2's `transformer_2`),
+    `layer`, the `target` density (the top-k rule's; None under min-p) and the achieved one.
     """
     records, history = [], []
-    for model in _transformers(pipe):
+    for index, model in enumerate(_transformers(pipe)):
         hook = get_step_hook(model)
         if hook is None:
             continue
+        target = hook.config.budget() if hook.config.rule == "topk" else None
         tracker = hook.t if hook.t.history else hook.last
         history += tracker.history
         for r in tracker.stats:
             t0, t1, t2 = r.events
             records.append({
-                "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
-                "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
+                "model": index, "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
+                "target": target, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
                 "selection_ms": Timer.elapsed_ms(t0, t1), "attention_ms": Timer.elapsed_ms(t1, t2),
             })
-    by_step = defaultdict(list)
+    by_step, by_layer = defaultdict(list), defaultdict(list)
     for r in records:
         by_step[r["step"]].append(r["density"])
-    return {"records": records, "by_step": {s: sum(v) / len(v) for s, v in sorted(by_step.items())}, "history": history}
+        by_layer[(r["model"], r["layer"], r["target"])].append(r["density"])
+    layers = [{"model": m, "layer": layer, "target": target, "achieved": sum(v) / len(v)}
+              for (m, layer, target), v in sorted(by_layer.items(), key=lambda kv: kv[0][:2])]
+    return {"records": records, "by_step": {s: sum(v) / len(v) for s, v in sorted(by_step.items())},
+            "by_layer": layers, "history": history}

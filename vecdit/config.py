@@ -42,6 +42,8 @@ class VecAttnConfig:
         min_columns (`int`, defaults to 0): at least this many keys per block.
         dense_steps (`int` or `float`, defaults to 0.06): denoising steps run dense at the start;
             a float in [0, 1) is a fraction of the pipeline's steps (the method's first 6%), rounded up.
+        dense_last_steps (`int` or `float`, defaults to 0): denoising steps run dense at the end (a
+            count, or a fraction of the pipeline's steps); the last steps set fine detail.
         dense_layers (`tuple[int]`, defaults to ()): sparse-capable layers kept dense.
         reuse_interval (`int`, defaults to 1): select every r-th sparse step and reuse the selection
             in between (r = 1 selects every step). Larger is faster and drifts more.
@@ -49,8 +51,9 @@ class VecAttnConfig:
         text_handling (`str`, defaults to `"always"`): HunyuanVideo text keys for video queries:
             `"always"` attends every valid text key; `"select"` scores them with the video keys.
         dense_fallback_density (`float`, defaults to 0.5): a layer whose selection keeps more than
-            this fraction of the keys runs dense attention instead (faster there on an H100: see
-            bench/results); 1.0 never falls back.
+            this fraction of the keys (top-k: whose `density` is above it) runs dense attention
+            instead (faster there on an H100: see bench/results); 1.0 never falls back. `vecdit.stats`
+            reports such a layer at density 1.0.
         reuse_budget_gb (`float`, defaults to 8.0): GPU memory for selections kept for reuse, per
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
@@ -66,6 +69,7 @@ class VecAttnConfig:
     max_density: float | None = None
     min_columns: int = 0
     dense_steps: int | float = 0.06
+    dense_last_steps: int | float = 0
     dense_layers: tuple[int, ...] = ()
     reuse_interval: int = 1
     selection_mode: str = "exact"
@@ -101,9 +105,10 @@ class VecAttnConfig:
             raise ValueError(f"`max_density` must lie in (0, 1] or be None, got {self.max_density}")
         if int(self.min_columns) < 0:
             raise ValueError(f"`min_columns` must be >= 0, got {self.min_columns}")
-        ds = self.dense_steps
-        if isinstance(ds, bool) or not isinstance(ds, (int, float)) or ds < 0 or (isinstance(ds, float) and ds >= 1):
-            raise ValueError(f"`dense_steps` must be an int >= 0 (a count) or a float in [0, 1) (a fraction), got {ds!r}")
+        for name in ("dense_steps", "dense_last_steps"):
+            ds = getattr(self, name)
+            if isinstance(ds, bool) or not isinstance(ds, (int, float)) or ds < 0 or (isinstance(ds, float) and ds >= 1):
+                raise ValueError(f"`{name}` must be an int >= 0 (a count) or a float in [0, 1) (a fraction), got {ds!r}")
         if int(self.reuse_interval) < 1:
             raise ValueError(f"`reuse_interval` must be >= 1, got {self.reuse_interval}")
         if self.selection_mode not in SELECTION_MODES:
@@ -118,14 +123,11 @@ class VecAttnConfig:
 
     def num_dense_steps(self, num_inference_steps: int | None) -> int:
         """Dense warm-up steps for a run of `num_inference_steps` (a fraction needs the count)."""
-        if isinstance(self.dense_steps, int):
-            return self.dense_steps
-        if num_inference_steps is None:
-            raise ValueError(
-                "`dense_steps` is a fraction but the number of inference steps is unknown; use "
-                "vecdit.enable(pipe, config) or an integer `dense_steps`"
-            )
-        return math.ceil(self.dense_steps * num_inference_steps)
+        return _steps(self.dense_steps, num_inference_steps, "dense_steps")
+
+    def num_dense_last_steps(self, num_inference_steps: int | None) -> int:
+        """Dense steps at the end of a run of `num_inference_steps`."""
+        return _steps(self.dense_last_steps, num_inference_steps, "dense_last_steps")
 
     @property
     def rule(self) -> str:
@@ -197,11 +199,25 @@ class VecAttnConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
-# Starting points, not calibrated tables: no model weights reach our machines. The method's schedule
-# (first 6% of steps dense, no dense layers), 4x4x4 query tiles and the top-k rule at 25% of the
-# keys, where the lab's proxy keeps 0.98-0.99 of the attention mass (bench/results/tiles-*.json).
+def _steps(value: int | float, num_inference_steps: int | None, name: str) -> int:
+    if isinstance(value, int):
+        return value
+    if num_inference_steps is None:
+        raise ValueError(f"`{name}` is a fraction but the number of inference steps is unknown; use "
+                         f"vecdit.enable(pipe, config) or an integer `{name}`")
+    return math.ceil(value * num_inference_steps)
+
+
+# Starting points, not calibrated tables: no model weights reach our machines. Every preset is a
+# density (the top-k rule keeps it exactly, whatever the model), the method's warm-up (first 6% of
+# the steps dense), 4x4x4 query tiles; 25% of the keys is where the lab's proxy keeps 0.98-0.99 of
+# the attention mass (bench/results/tiles-*.json) and where Sparse VideoGen's users land (0.2-0.25).
+# Set `dense_last_steps` (e.g. 0.1) where fine detail suffers. Wan2.2 A14B: one config serves both
+# experts, and the low-noise expert starts with a fresh selection at the switch.
 PRESETS: dict[str, VecAttnConfig] = {
-    "wan2.1-t2v-1.3b": VecAttnConfig(density=0.25, dense_steps=0.06),
-    "wan2.1-t2v-14b": VecAttnConfig(density=0.25, dense_steps=0.06),
-    "hunyuanvideo": VecAttnConfig(density=0.25, dense_steps=0.06, text_handling="always"),
+    name: VecAttnConfig(density=0.25, dense_steps=0.06) for name in (
+        "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p",
+        "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b",
+        "hunyuanvideo", "hunyuanvideo-i2v", "hunyuanvideo-1.5-t2v", "hunyuanvideo-1.5-i2v",
+    )
 }

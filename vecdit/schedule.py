@@ -57,6 +57,8 @@ class _Tracker:
     step: int = -1
     last_timestep: float | None = None
     branch: str = "default"
+    last_step: int | None = None
+    passes: int = 0  # forwards so far in this step, where no cache context names the branch
     phase: Phase = Phase.DENSE
     num_inference_steps: int | None = None
     selections: dict = field(default_factory=dict)  # (branch, layer) -> SelectionBitmask
@@ -81,6 +83,7 @@ class VecStepHook(ModelHook):
         self.t = _Tracker()
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
         self._tiles: dict = {}  # grid -> QueryTiles (their index is built once per resolution)
+        self.experts: list[VecStepHook] = [self]  # the hooks of one pipeline's transformers (Wan2.2 A14B)
 
     def initialize_hook(self, module):
         index = 0
@@ -98,33 +101,56 @@ class VecStepHook(ModelHook):
 
     def begin_forward(self, timestep, ctx=None) -> None:
         t = self.t
-        if ctx is not None and ctx.step_index is not None:
-            t.step = int(ctx.step_index)
-        else:
-            # cond and uncond passes of one step share the timestep; a new value is a new step
-            value = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
-            if value != t.last_timestep:
-                t.step += 1
-                t.last_timestep = value
-        t.branch = ctx.name if ctx is not None else "default"
+        t.step = self._step(timestep, ctx)
+        if ctx is not None:
+            t.branch = ctx.name
+        else:  # no cache context (HunyuanVideo I2V's true CFG): the n-th pass of a step is its own branch
+            t.passes = t.passes + 1 if t.step == t.last_step else 0
+            t.branch = "default" if t.passes == 0 else f"default-{t.passes + 1}"
+        t.last_step = t.step
         t.num_inference_steps = self._num_steps(ctx)
-        cfg = self.config
-        sparse_step = t.step - self._dense_steps(t.num_inference_steps)
-        if sparse_step < 0:
-            t.phase = Phase.DENSE
-        elif sparse_step % cfg.reuse_interval == 0:
-            t.phase = Phase.SELECT
-        else:
-            t.phase = Phase.REUSE
+        for other in self.experts:  # Wan2.2: the other expert's selections are never read again
+            if other is not self and other.t.selections:
+                other.t.selections, other.t.cached_bytes = {}, 0
+        t.phase = self._decide_phase()
         t.history.append((t.branch, t.step, t.phase.value))
 
-    def _dense_steps(self, num_steps):
-        cfg = self.config
+    def _step(self, timestep, ctx) -> int:
+        """The denoising step: the pipeline's cache context, else its scheduler's step index (shared
+        by Wan2.2's two experts), else counted from timestep changes (a bare transformer call)."""
+        t = self.t
+        if ctx is not None and ctx.step_index is not None:
+            return int(ctx.step_index)
+        if self.scheduler is not None and hasattr(self.scheduler, "step_index"):
+            return int(self.scheduler.step_index or 0)  # None until the scheduler's first step
+        # cond and uncond passes of one step share the timestep; a new value is a new step. The max:
+        # Wan2.2 TI2V's per-token timestep is 0 on the conditioning frame
+        value = float(timestep.max()) if isinstance(timestep, torch.Tensor) else float(timestep)
+        if value != t.last_timestep:
+            t.last_timestep = value
+            return t.step + 1
+        return t.step
+
+    def _decide_phase(self) -> Phase:
+        t, cfg = self.t, self.config
+        num_steps = t.num_inference_steps
         if isinstance(cfg.dense_steps, float) and num_steps is None:
             # a fraction without a known step count (a bare transformer call): assume 50 steps
             warn_once("dense_steps is a fraction but the step count is unknown; assuming 50 steps")
-            return cfg.num_dense_steps(50)
-        return cfg.num_dense_steps(num_steps)
+            num_steps = 50
+        sparse_step = t.step - cfg.num_dense_steps(num_steps)
+        if sparse_step < 0:
+            return Phase.DENSE
+        if cfg.dense_last_steps:
+            if t.num_inference_steps is None:
+                warn_once("dense_last_steps needs the pipeline's step count; it is unknown here, so no last step runs dense")
+            elif t.step >= t.num_inference_steps - cfg.num_dense_last_steps(t.num_inference_steps):
+                return Phase.DENSE
+        if sparse_step % cfg.reuse_interval:
+            # nothing to reuse in this branch (first sparse step of an expert, budget full): select
+            if any(branch == t.branch for branch, _ in t.selections):
+                return Phase.REUSE
+        return Phase.SELECT
 
     def pre_forward(self, module, *args, **kwargs):
         self.parallel_config = getattr(module, "_parallel_config", None)
@@ -132,6 +158,14 @@ class VecStepHook(ModelHook):
         self.begin_forward(timestep, self.state_manager._context)
         self.t.grid = latent_grid(module, kwargs.get("hidden_states", args[0] if args else None))
         return args, kwargs
+
+    def reconfigure(self, config: VecAttnConfig) -> None:
+        """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
+        self.config, self._tiles = config, {}
+        self.t.selections, self.t.cached_bytes = {}, 0
+        if self.t.history:
+            self.t.phase = self._decide_phase()
+            self.t.history[-1] = (self.t.branch, self.t.step, self.t.phase.value)
 
     def reset_state(self, module):
         if self.t.history:
@@ -232,6 +266,8 @@ def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
         hook.parallel_config = getattr(transformer, "_parallel_config", None)
         hook.begin_forward(timestep if timestep is not None else 0.0)
         hook.t.grid = grid
+    elif hook.config is not config:  # a new processor on a model that already has the hook: its config rules
+        hook.reconfigure(config)
     return hook
 
 

@@ -85,6 +85,11 @@ def main(argv=None) -> int:
     pe.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     pe.add_argument("--inputs", default="structured", choices=list(INPUTS))
     pe.add_argument("--out", default="bench/results")
+    se = sub.add_parser("selection", help="the selection's stages, next to the dense time")
+    se.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p"], choices=list(SHAPES))
+    se.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
+    se.add_argument("--tiles", nargs="+", default=["4x4x4", "4x4x8"])
+    se.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -110,6 +115,19 @@ def main(argv=None) -> int:
         jpath, mpath = write_results("peers", {"environment": env, "results": results}, md, args.out)
         plot_peers(results, jpath[:-5] + ".png")
         print("wrote", jpath, mpath)
+        return 0
+    if args.what == "selection":
+        from .selection import run_selection, selection_markdown
+
+        tiles = [tuple(int(x) for x in t.split("x")) for t in args.tiles]
+        results = []
+        for shape in args.shapes:
+            results.append(run_selection(shape, args.densities, tiles))
+            print(selection_markdown(env, results[-1:]), flush=True)
+            torch.cuda.empty_cache()
+        paths = write_results("selection", {"environment": env, "results": results}, selection_markdown(env, results),
+                              args.out)
+        print("wrote", *paths)
         return 0
     if args.what == "transformer":
         from .transformer import run_model

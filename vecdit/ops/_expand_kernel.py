@@ -13,8 +13,8 @@ import triton.language as tl
 @triton.jit
 def expand_bitmask_kernel(
     MASK, WORD_END, COLUMN_OFFSET, COLUMN_INDEX,
-    num_words,
-    BLOCK_W: tl.constexpr,
+    num_words, row_capacity,
+    BLOCK_W: tl.constexpr, CAPPED: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -25,6 +25,9 @@ def expand_bitmask_kernel(
     word_end = tl.load(WORD_END + row * num_words + w, mask=w_ok, other=0)
     keep = ((word[:, None] >> bit[None, :]) & 1).to(tl.int32)  # [BLOCK_W, 64]; & 1 makes the shift's sign moot
     within = tl.cumsum(keep, 1)
-    pos = tl.load(COLUMN_OFFSET + row) + (word_end - tl.sum(keep, 1))[:, None] + within - keep
+    rank = (word_end - tl.sum(keep, 1))[:, None] + within - keep  # 0-based place in the row
     cols = w[:, None] * 64 + bit[None, :].to(tl.int32)
-    tl.store(COLUMN_INDEX + pos, cols, mask=keep != 0)
+    store = keep != 0
+    if CAPPED:  # fixed slots per row: the row's first `row_capacity` keys
+        store = store & (rank < row_capacity)
+    tl.store(COLUMN_INDEX + tl.load(COLUMN_OFFSET + row) + rank, cols, mask=store)

@@ -107,6 +107,28 @@ def key_sample(num_keys: int, device) -> torch.Tensor | None:
     return None if num_keys <= SAMPLE_KEYS else _sample(num_keys, SAMPLE_KEYS, torch.device(device))
 
 
+# a row's index capacity under a budget: the budget plus this many standard deviations of the
+# sampled cut's kept fraction (sqrt(p (1 - p) / SAMPLE_KEYS)), so buffers are sized on the host
+CAPACITY_SIGMAS = 5.0
+
+
+def row_capacity(num_keys: int, max_columns: int) -> int | None:
+    """Index slots per row when a budget bounds the kept keys (None: no budget, count then fill).
+
+    The budget cut keeps `max_columns` keys per row up to the sample's noise (exact below
+    SAMPLE_KEYS keys, ties aside); the capacity adds CAPACITY_SIGMAS of it and one 64-key word, so
+    the index buffer is sized without reading the counts back (no host sync). A row past it (about
+    one in 10^6 at 5 sigma) keeps its first `capacity` keys in key order.
+    """
+    if not max_columns:
+        return None
+    if num_keys <= SAMPLE_KEYS:
+        return min(num_keys, max_columns + WORD_KEYS)
+    p = max_columns / num_keys
+    spread = CAPACITY_SIGMAS * math.sqrt(p * (1 - p) / SAMPLE_KEYS) * num_keys
+    return min(num_keys, max_columns + math.ceil(spread) + WORD_KEYS)
+
+
 def budget_cuts(sample_scores: torch.Tensor, num_keys: int, max_columns: int, min_columns: int):
     """(lower, upper) per row from the scores of the key sample `[..., n]`.
 
@@ -117,10 +139,7 @@ def budget_cuts(sample_scores: torch.Tensor, num_keys: int, max_columns: int, mi
     n = sample_scores.shape[-1]
     inf = torch.full(sample_scores.shape[:-1], math.inf, dtype=sample_scores.dtype, device=sample_scores.device)
     lower, upper = -inf, inf
-    cap = math.ceil(max_columns * n / num_keys) if max_columns and max_columns < num_keys else 0
-    floor = math.ceil(min_columns * n / num_keys) if min_columns else 0
-    keep_all = floor >= n  # a floor of every key
-    cap, floor = (cap if cap < n else 0), (floor if floor < n else 0)
+    cap, floor, keep_all = cut_ranks(n, num_keys, max_columns, min_columns)
     need = max(cap, floor) + 1 if (cap or floor) else 0
     if need:
         top = sample_scores.topk(need, -1).values
@@ -131,6 +150,15 @@ def budget_cuts(sample_scores: torch.Tensor, num_keys: int, max_columns: int, mi
     if keep_all:
         upper = -inf
     return lower, upper
+
+
+def cut_ranks(n: int, num_keys: int, max_columns: int, min_columns: int) -> tuple[int, int, bool]:
+    """(cap, floor, keep_all): the sample ranks of the budget's lower and upper cuts (0: no cut),
+    and whether the floor is every key."""
+    cap = math.ceil(max_columns * n / num_keys) if max_columns and max_columns < num_keys else 0
+    floor = math.ceil(min_columns * n / num_keys) if min_columns else 0
+    keep_all = floor >= n
+    return (cap if cap < n else 0), (floor if floor < n else 0), keep_all
 
 
 def rule_keep(s: torch.Tensor, gap: torch.Tensor, running: bool, max_columns: int, min_columns: int) -> torch.Tensor:
@@ -173,7 +201,7 @@ def vector_selection_reference(
     tiles = query_tiles if query_tiles is not None else QueryTiles.raster()
     keep = selection_reference(q, k, gap, mode == "running", max_columns, min(min_columns, k.shape[1]), scale,
                                tiles.query_index(q.device), tiles.block_size)
-    return VectorSelection.from_mask(keep, query_tiles)
+    return VectorSelection.from_mask(keep, query_tiles, row_capacity(k.shape[1], max_columns))
 
 
 def segment_bounds_reference(column_index, column_offset, column_count, segment_keys: int, segments: int):

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from ._checks import check_qkv, check_threshold, interpret_mode, use_triton
-from .reference import budget_cuts, key_sample, selection_reference
+from .reference import cut_ranks, key_sample, row_capacity, selection_reference
 from .sparse_format import WORD_KEYS, SelectionBitmask, VectorSelection, _expand_triton
 from .tiles import QueryTiles
 
@@ -135,11 +135,30 @@ def _budget_cuts_triton(pooled, k, max_columns, min_columns):
     bh, nqb, dim = pooled.shape
     pooled = pooled.view(batch, heads, nqb, dim)
     step = max(1, _BUDGET_CHUNK_BYTES // max(1, nqb * ks.shape[-1] * 4))
-    parts = [budget_cuts(pooled[:, h:h + step] @ ks[:, h:h + step], num_keys, max_columns, min_columns)
-             for h in range(0, heads, step)]
-    lower = torch.cat([p[0] for p in parts], 1).reshape(-1)
-    upper = torch.cat([p[1] for p in parts], 1).reshape(-1)
-    return lower, upper
+    cap, floor, keep_all = cut_ranks(ks.shape[-1], num_keys, max_columns, min_columns)
+    lower = torch.full((batch, heads, nqb), -math.inf, dtype=torch.float32, device=k.device)
+    upper = torch.full_like(lower, -math.inf if keep_all else math.inf)
+    for h in range(0, heads, step):
+        scores = pooled[:, h:h + step] @ ks[:, h:h + step]  # fp32 [B, h, nqb, n]
+        for rank, cut in ((cap, lower), (floor, upper)):
+            if rank:
+                sample_cut(scores, rank, cut[:, h:h + step])
+    return lower.reshape(-1), upper.reshape(-1)
+
+
+def sample_cut(scores: torch.Tensor, rank: int, out: torch.Tensor) -> None:
+    """`out[...]` = midpoint of each row's rank-th and (rank+1)-th largest of `scores` `[..., n]`
+    (fp32, n <= 8192), as `budget_cuts` places it; one Triton program per row."""
+    import triton
+
+    from ._cut_kernel import budget_cut_kernel
+
+    n = scores.shape[-1]
+    rows = scores.numel() // n
+    cut = torch.empty(rows, dtype=torch.float32, device=scores.device)
+    budget_cut_kernel[(rows,)](scores.contiguous(), cut, n, rank, BLOCK=triton.next_power_of_2(n),
+                               num_warps=8 if n > 2048 else 4)
+    out.copy_(cut.view(out.shape))
 
 
 def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size,
@@ -189,8 +208,7 @@ def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, qu
     mask, word_count, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
                                                      query_index, block_size, config)
     word_count.cumsum_(1)  # in place: where each word's keys end within its row
-    column_index, offset = _expand_triton(mask, word_count, count)
-    return column_index, offset, count
+    return _expand_triton(mask, word_count, count, row_capacity(k.shape[1], max_columns))
 
 
 def vector_selection_bitmask(
@@ -213,13 +231,14 @@ def vector_selection_bitmask(
     batch, seq_q, heads, _ = q.shape
     num_keys = k.shape[1]
     nqb = tiles.num_blocks(seq_q)
+    capacity = row_capacity(num_keys, max_columns)
     if not use_triton(q):
         keep = selection_reference(q, k, gap, mode == "running", max_columns, min_columns, scale,
                                    tiles.query_index(q.device), tiles.block_size)
-        return SelectionBitmask.from_selection(VectorSelection.from_mask(keep, query_tiles))
+        return SelectionBitmask.from_selection(VectorSelection.from_mask(keep, query_tiles), capacity)
     mask, word_count, _ = _select_bitmask_triton(q, k, gap, threshold is not None, mode == "running", max_columns,
                                                  min_columns, scale, tiles.query_index(q.device), tiles.block_size)
-    return SelectionBitmask(mask, word_count.to(torch.uint8), batch, heads, nqb, num_keys, query_tiles)
+    return SelectionBitmask(mask, word_count.to(torch.uint8), batch, heads, nqb, num_keys, query_tiles, capacity)
 
 
 @torch.library.custom_op("vecdit::vec_select", mutates_args=())
@@ -230,14 +249,16 @@ def _vec_select_op(
     if use_triton(q):
         return _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size)
     sel = VectorSelection.from_mask(selection_reference(q, k, gap, running, max_columns, min_columns, scale,
-                                                        query_index, block_size))
+                                                        query_index, block_size), None,
+                                    row_capacity(k.shape[1], max_columns))
     return sel.column_index, sel.column_offset, sel.column_count.reshape(-1)
 
 
 @_vec_select_op.register_fake
 def _(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size):
-    ctx = torch.library.get_ctx()
-    total = ctx.new_dynamic_size()
     rows = q.shape[0] * q.shape[2] * (-(-q.shape[1] // block_size))
+    capacity = row_capacity(k.shape[1], max_columns)
+    # under a budget the size is known from the shapes: no data-dependent output (no graph break)
+    total = rows * capacity if capacity is not None else torch.library.get_ctx().new_dynamic_size()
     return (q.new_empty((total,), dtype=torch.int32), q.new_empty((rows + 1,), dtype=torch.int64),
             q.new_empty((rows,), dtype=torch.int32))

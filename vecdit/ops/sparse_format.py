@@ -65,16 +65,29 @@ class VectorSelection:
         return mask.view(self.batch, self.heads, self.num_query_blocks, self.num_keys)
 
     @classmethod
-    def from_mask(cls, mask: torch.Tensor, query_tiles: QueryTiles | None = None) -> "VectorSelection":
-        """From a bool `[batch, heads, num_query_blocks, num_keys]` mask (count, then fill)."""
+    def from_mask(cls, mask: torch.Tensor, query_tiles: QueryTiles | None = None,
+                  row_capacity: int | None = None) -> "VectorSelection":
+        """From a bool `[batch, heads, num_query_blocks, num_keys]` mask: count, then fill; or with
+        `row_capacity`, `row_capacity` slots per row (row r at `r * row_capacity`, its first
+        `row_capacity` keys), the layout the ops use under a budget."""
         if mask.dim() != 4 or mask.dtype != torch.bool:
             raise ValueError(f"`mask` must be bool [batch, heads, num_query_blocks, num_keys], got {mask.dtype} {tuple(mask.shape)}")
         batch, heads, nqb, num_keys = mask.shape
         flat = mask.reshape(-1, num_keys)
-        count = flat.sum(1)
-        offset = torch.zeros(flat.shape[0] + 1, dtype=torch.int64, device=mask.device)
-        offset[1:] = count.cumsum(0)
-        index = flat.nonzero()[:, 1].to(torch.int32)  # row-major: ascending within each row
+        rows = flat.shape[0]
+        if row_capacity is not None:
+            rank = flat.cumsum(1, dtype=torch.int32)  # 1-based rank of each kept key in its row
+            fits = flat & (rank <= row_capacity)
+            row, col = fits.nonzero(as_tuple=True)
+            index = torch.zeros(rows * row_capacity, dtype=torch.int32, device=mask.device)
+            index[row * row_capacity + rank[row, col].long() - 1] = col.to(torch.int32)
+            offset = torch.arange(rows + 1, dtype=torch.int64, device=mask.device) * row_capacity
+            count = fits.sum(1)
+        else:
+            count = flat.sum(1)
+            offset = torch.zeros(rows + 1, dtype=torch.int64, device=mask.device)
+            offset[1:] = count.cumsum(0)
+            index = flat.nonzero()[:, 1].to(torch.int32)  # row-major: ascending within each row
         return cls(index, offset, count.to(torch.int32).view(batch, heads, nqb), batch, heads, nqb, num_keys, query_tiles)
 
 
@@ -93,6 +106,8 @@ class SelectionBitmask:
         word_count (`torch.Tensor`, uint8, `[rows, words]`): kept keys per word.
         batch, heads, num_query_blocks, num_keys (`int`): the geometry it was selected for.
         query_tiles (`QueryTiles`, *optional*): the query grouping (None: raster).
+        row_capacity (`int`, *optional*): index slots per row of `expand()` (a budget's bound:
+            no host sync); None: count, then fill.
     """
 
     mask: torch.Tensor
@@ -102,6 +117,7 @@ class SelectionBitmask:
     num_query_blocks: int
     num_keys: int
     query_tiles: QueryTiles | None = None
+    row_capacity: int | None = None
 
     def nbytes(self) -> int:
         return self.mask.numel() * 8 + self.word_count.numel()
@@ -110,34 +126,43 @@ class SelectionBitmask:
         count = self.word_count.sum(1, dtype=torch.int32)
         shape = (self.batch, self.heads, self.num_query_blocks)
         if use_triton(self.mask):
-            index, offset = _expand_triton(self.mask, self.word_count.cumsum(1, dtype=torch.int32), count)
+            index, offset, count = _expand_triton(self.mask, self.word_count.cumsum(1, dtype=torch.int32), count,
+                                                  self.row_capacity)
             return VectorSelection(index, offset, count.view(shape), *shape, self.num_keys, self.query_tiles)
         bits = (self.mask.unsqueeze(-1) >> torch.arange(WORD_KEYS, device=self.mask.device)) & 1
         keep = bits.flatten(1)[:, : self.num_keys].bool()
-        return VectorSelection.from_mask(keep.view(*shape, self.num_keys), self.query_tiles)
+        return VectorSelection.from_mask(keep.view(*shape, self.num_keys), self.query_tiles, self.row_capacity)
 
     @classmethod
-    def from_selection(cls, selection: VectorSelection) -> "SelectionBitmask":
+    def from_selection(cls, selection: VectorSelection, row_capacity: int | None = None) -> "SelectionBitmask":
         keep = selection.to_mask().flatten(0, 2)
         words = math.ceil(selection.num_keys / WORD_KEYS)
         keep = torch.nn.functional.pad(keep, (0, words * WORD_KEYS - selection.num_keys)).view(-1, words, WORD_KEYS)
         weights = torch.ones(WORD_KEYS, dtype=torch.int64, device=keep.device) << torch.arange(WORD_KEYS, device=keep.device)
         mask = (keep.long() * weights).sum(-1)  # distinct powers of two (bit 63 wraps to the sign): an or
         return cls(mask, keep.sum(-1).to(torch.uint8), selection.batch, selection.heads,
-                   selection.num_query_blocks, selection.num_keys, selection.query_tiles)
+                   selection.num_query_blocks, selection.num_keys, selection.query_tiles, row_capacity)
 
 
-def _expand_triton(mask, word_end, count):
-    """Index lists from a bitmask; `word_end` = inclusive prefix of the per-word counts (int32)."""
+def _expand_triton(mask, word_end, count, row_capacity: int | None = None):
+    """Index lists from a bitmask; `word_end` = inclusive prefix of the per-word counts (int32).
+    Returns (column_index, column_offset, column_count): with `row_capacity`, fixed slots per row
+    (no host sync; a longer row keeps its first `row_capacity` keys, its count clipped)."""
     import triton
 
     from ._expand_kernel import expand_bitmask_kernel
 
     rows, num_words = mask.shape
-    offset = torch.zeros(rows + 1, dtype=torch.int64, device=mask.device)
-    torch.cumsum(count, 0, out=offset[1:])
-    total = int(offset[-1])  # the one host sync: the index buffer is sized by what was kept
-    column_index = torch.empty(total, dtype=torch.int32, device=mask.device)
+    if row_capacity is not None:
+        offset = torch.arange(rows + 1, dtype=torch.int64, device=mask.device) * row_capacity
+        column_index = torch.empty(rows * row_capacity, dtype=torch.int32, device=mask.device)
+        count = torch.clamp(count, max=row_capacity)
+    else:
+        offset = torch.zeros(rows + 1, dtype=torch.int64, device=mask.device)
+        torch.cumsum(count, 0, out=offset[1:])
+        total = int(offset[-1])  # the one host sync: the index buffer is sized by what was kept
+        column_index = torch.empty(total, dtype=torch.int32, device=mask.device)
     expand_bitmask_kernel[(rows, triton.cdiv(num_words, EXPAND_CONFIG["BLOCK_W"]))](
-        mask, word_end, offset, column_index, num_words, **EXPAND_CONFIG)
-    return column_index, offset
+        mask, word_end, offset, column_index, num_words, row_capacity or 0,
+        CAPPED=row_capacity is not None, **EXPAND_CONFIG)
+    return column_index, offset, count
