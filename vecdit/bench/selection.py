@@ -49,7 +49,7 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     out = torch.empty(scores.shape[:-1], device=q.device)
     t["cut: bisection kernel alone"] = do_bench_ms(lambda: sample_cut(scores, rank, out))
     t["cut: torch.topk instead (before)"] = do_bench_ms(lambda: budget_cuts(scores, num_keys, max_columns, 0))
-    del scores
+    scores = None
     t["pool + cut + mask pass"] = do_bench_ms(
         lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs))
     mask, word_count, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs)
