@@ -20,7 +20,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import LayerStats, Phase, Timer, find_or_attach_hook
+from vecdit.schedule import SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
 from vecdit.utils import warn_once
 
 
@@ -31,6 +31,11 @@ class SparseAttention:
     _attention_backend = None
     _parallel_config = None
 
+    # (model, args, kwargs) -> what this adapter needs from a forward's inputs, read by the step hook
+    forward_probe = None
+    # a subclass that always needs each call's layer index (the calibration capture)
+    needs_layer_index = False
+
     def __init__(self, config: VecAttnConfig | None = None):
         self.config = config if config is not None else VecAttnConfig()
         self.step_hook = None  # set by vecdit.enable; otherwise found on the first call
@@ -39,11 +44,15 @@ class SparseAttention:
     def _phase(self, attn):
         hook = self.step_hook
         if hook is None:
-            hook = self.step_hook = find_or_attach_hook(attn, self.config)
+            hook = self.step_hook = find_or_attach_hook(attn, self.config, self.forward_probe)
         if hook is None:  # an attention module called on its own: no steps, select every call
             return Phase.SELECT, None, None
-        layer = hook.layer(attn)
-        if layer is None or layer in self.config.dense_layers:
+        if not getattr(attn, SPARSE_LAYER_FLAG, False):  # not a sparse-capable layer of the model
+            return Phase.DENSE, hook, None
+        # the layer index only where the config needs it: a compiled block reading it would be
+        # specialized (recompiled) per layer; the flag above is the same on every layer
+        layer = hook.layer(attn) if (self.needs_layer_index or self.config.needs_layer_index) else None
+        if layer is not None and layer in self.config.dense_layers:
             return Phase.DENSE, hook, layer
         return hook.t.phase, hook, layer
 

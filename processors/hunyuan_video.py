@@ -34,6 +34,9 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
     >>> pipe.transformer.set_attn_processor(HunyuanVideoVecAttnProcessor())  # doctest: +SKIP
     """
 
+    # valid text lengths read at the transformer's input (no data-dependent read in compiled blocks)
+    forward_probe = staticmethod(lambda model, args, kwargs: valid_text_lengths(model, args, kwargs))
+
     def __init__(self, config=None):
         super().__init__(config)
         self._stock_plain = AttnProcessor2_0()
@@ -118,6 +121,9 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         """
         if attention_mask is None:
             return [(slice(0, batch), n_text)]
+        lengths = getattr(getattr(self.step_hook, "t", None), "probe", None)
+        if isinstance(lengths, list) and len(lengths) == batch and all(0 <= n <= n_text for n in lengths):
+            return _groups(lengths)  # read at the transformer's input: Python ints, no read here
         cached_mask, groups = self._valid_text_cache
         if cached_mask is attention_mask:
             return groups
@@ -129,13 +135,46 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         counts, prefix = counts.tolist(), prefix.tolist()
         if any(c != p for c, p in zip(counts, prefix)) or any(c < n_video for c in counts):
             raise ValueError("vecdit expects `attention_mask` to keep all video tokens and a prefix of the text tokens")
-        groups, start = [], 0
-        for i in range(1, batch + 1):
-            if i == batch or counts[i] != counts[start]:
-                groups.append((slice(start, i), counts[start] - n_video))
-                start = i
+        groups = _groups([c - n_video for c in counts])
         self._valid_text_cache = (attention_mask, groups)
         return groups
+
+
+def _groups(lengths: list[int]) -> list[tuple[slice, int]]:
+    """Runs of equal valid text length: [(row slice, length)]."""
+    groups, start = [], 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths) or lengths[i] != lengths[start]:
+            groups.append((slice(start, i), lengths[start]))
+            start = i
+    return groups
+
+
+def valid_text_lengths(model, args, kwargs) -> list[int] | None:
+    """Valid text tokens per sample of a HunyuanVideo / HunyuanVideo-1.5 forward, from its inputs
+    (one host read per forward, at the root): HunyuanVideo's are the `encoder_attention_mask`
+    prefix; HunyuanVideo-1.5 puts the valid image, ByT5 and Qwen tokens first (image tokens count
+    only in I2V, where `image_embeds` is not all zeros, as its forward decides)."""
+    import inspect
+
+    name = type(model).__name__
+    if name not in ("HunyuanVideoTransformer3DModel", "HunyuanVideo15Transformer3DModel"):
+        return None
+    try:
+        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return None
+    mask = bound.get("encoder_attention_mask")
+    if mask is None:
+        return None
+    counts = mask.bool().sum(1)
+    if name == "HunyuanVideo15Transformer3DModel":
+        mask_2, image = bound.get("encoder_attention_mask_2"), bound.get("image_embeds")
+        if mask_2 is not None:
+            counts = counts + mask_2.bool().sum(1)
+        if image is not None and not bool(torch.all(image == 0)):
+            counts = counts + image.shape[1]
+    return counts.tolist()
 
 
 def _heads_qkv(attn, x, to_q, to_k, to_v, norm_q, norm_k):

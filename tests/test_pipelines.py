@@ -161,3 +161,65 @@ def test_dense_last_steps_and_a_new_processor_on_a_hooked_model():
     pipe.transformer.set_attn_processor(first)
     generate(pipe, dict(WAN, guidance_scale=1.0), steps=2)
     assert [p for _, _, p in first.step_hook.last.history] == ["dense", "dense"]
+
+
+def _spy_sparse_calls(monkeypatch):
+    """(step, branch, layer, phase, reused) of every sparse attention call."""
+    import vecdit.processors._sparse as sparse
+
+    calls, real = [], sparse.SparseAttention._sparse
+
+    def spy(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
+        reused = phase.value == "reuse" and hook.cached(layer) is not None
+        calls.append((hook.t.step, hook.t.branch, layer, phase.value, reused))
+        return real(self, q, k, v, n_select, dense_range, phase, hook, layer, heads)
+
+    monkeypatch.setattr(sparse.SparseAttention, "_sparse", spy)
+    return calls
+
+
+@pytest.mark.parametrize("order", ["vecdit-first", "cache-first"])
+@pytest.mark.parametrize("cache", ["first-block", "mag", "taylorseer"])
+def test_diffusers_caches_compose_with_the_step_schedule(cache, order, monkeypatch):
+    """Block caches skip attention calls, never the transformer's forward: the step hook counts
+    steps at the root, so the schedule is the same whatever is skipped and in either enabling order."""
+    from diffusers import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+
+    calls = _spy_sparse_calls(monkeypatch)
+    pipe = tiny_wan_pipeline()
+    config = {"first-block": FirstBlockCacheConfig(threshold=1e9),  # every block after the first skipped
+              "mag": MagCacheConfig(threshold=1e9, num_inference_steps=6, mag_ratios=[1.0] * 6),
+              "taylorseer": TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1)}[cache]
+    enable = [lambda: vecdit.enable(pipe, VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=2)),
+              lambda: pipe.transformer.enable_cache(config)]
+    for step in (enable if order == "vecdit-first" else enable[::-1]):
+        step()
+    out = generate(pipe, WAN, steps=6)
+    assert torch.isfinite(out).all()
+    history = get_step_hook(pipe.transformer).last.history
+    assert [s for _, s, _ in history] == [s for s in range(6) for _ in range(2)]  # 6 steps x cond/uncond
+    assert [p for _, _, p in history][:2] == ["dense", "dense"]
+    if cache == "first-block":  # only the first block's attention runs after the warm-up
+        assert {layer for _, _, layer, _, _ in calls} == {0}
+    # a reuse step reuses only a selection made at the branch's last selecting step
+    for step, branch, layer, phase, reused in calls:
+        if reused:
+            assert any(c[:3] == (step - 1, branch, layer) and c[3] == "select" for c in calls)
+
+
+def test_attention_skipped_at_a_selecting_step_selects_again_at_reuse(monkeypatch):
+    """Pyramid Attention Broadcast computes attention every other call: here exactly at the reuse
+    steps (2, 4), never at the selecting ones (1, 3, 5). A reuse step must not take the selection
+    of two steps before: it selects afresh."""
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    calls = _spy_sparse_calls(monkeypatch)
+    pipe = tiny_wan_pipeline()
+    vecdit.enable(pipe, VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=2))
+    pipe.transformer.enable_cache(PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 2000),
+        current_timestep_callback=lambda: pipe.current_timestep))
+    out = generate(pipe, dict(WAN, guidance_scale=1.0), steps=6)
+    assert torch.isfinite(out).all()
+    assert sorted({step for step, *_ in calls}) == [2, 4]  # attention ran at the reuse steps only
+    assert all(not reused for *_, reused in calls)

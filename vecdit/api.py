@@ -37,7 +37,7 @@ def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler
     # keep what diffusers set on the processors it replaces (attention backend, context parallelism)
     processor._attention_backend = getattr(first, "_attention_backend", None)
     processor._parallel_config = getattr(first, "_parallel_config", None)
-    processor.step_hook = apply_step_hook(transformer, config, scheduler)
+    processor.step_hook = apply_step_hook(transformer, config, scheduler, processor.forward_probe)
     transformer.set_attn_processor(processor)
     setattr(transformer, _SAVED, saved)
     logger.info("vecdit enabled on %s (%d attention modules)", type(transformer).__name__, len(saved))

@@ -135,6 +135,13 @@ class VecAttnConfig:
         return "topk" if self.threshold is None else "minp"
 
     @property
+    def needs_layer_index(self) -> bool:
+        """Whether the processors need each call's layer index: dense layers, a per-layer threshold
+        table, selections kept for reuse, stats. Compiled blocks specialize per layer then."""
+        table = self.threshold is not None and torch.as_tensor(self.threshold).dim() == 2
+        return bool(self.dense_layers) or table or self.reuse_interval > 1 or self.collect_stats
+
+    @property
     def raster(self) -> bool:
         return self.query_tiles == "raster"
 

@@ -23,6 +23,8 @@ from .config import VecAttnConfig
 from .utils import warn_once
 
 VEC_STEP_HOOK = "vecdit_step"
+# set on the sparse-capable attention modules (the same value on all: compiled blocks share one graph)
+SPARSE_LAYER_FLAG = "_vecdit_sparse_layer"
 # sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
 _SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
 
@@ -62,10 +64,13 @@ class _Tracker:
     phase: Phase = Phase.DENSE
     num_inference_steps: int | None = None
     selections: dict = field(default_factory=dict)  # (branch, layer) -> SelectionBitmask
+    selected_at: dict = field(default_factory=dict)  # (branch, layer) -> the step it was selected at
+    last_select: dict = field(default_factory=dict)  # branch -> its last selecting step
     cached_bytes: int = 0
     history: list = field(default_factory=list)  # (branch, step, phase) per forward
     stats: list = field(default_factory=list)
     grid: tuple[int, int, int] | None = None  # post-patchify (frames, height, width) of this forward
+    probe: object = None  # the forward probe's result for this forward
 
 
 class VecStepHook(ModelHook):
@@ -84,13 +89,21 @@ class VecStepHook(ModelHook):
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
         self._tiles: dict = {}  # grid -> QueryTiles (their index is built once per resolution)
         self.experts: list[VecStepHook] = [self]  # the hooks of one pipeline's transformers (Wan2.2 A14B)
+        self.forward_probe = None  # (model, args, kwargs) -> Python values for the processors, per forward
 
     def initialize_hook(self, module):
         index = 0
         for name, sub in module.named_modules():
             if _SPARSE_LAYER_PATTERN.match(name):
                 self.layer_of[id(sub)] = index
+                setattr(sub, SPARSE_LAYER_FLAG, True)
                 index += 1
+        return module
+
+    def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
+        for sub in module.modules():
+            if getattr(sub, SPARSE_LAYER_FLAG, False):
+                delattr(sub, SPARSE_LAYER_FLAG)
         return module
 
     def _num_steps(self, ctx) -> int | None:
@@ -113,6 +126,8 @@ class VecStepHook(ModelHook):
             if other is not self and other.t.selections:
                 other.t.selections, other.t.cached_bytes = {}, 0
         t.phase = self._decide_phase()
+        if t.phase is Phase.SELECT:
+            t.last_select[t.branch] = t.step
         t.history.append((t.branch, t.step, t.phase.value))
 
     def _step(self, timestep, ctx) -> int:
@@ -156,7 +171,13 @@ class VecStepHook(ModelHook):
         self.parallel_config = getattr(module, "_parallel_config", None)
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         self.begin_forward(timestep, self.state_manager._context)
-        self.t.grid = latent_grid(module, kwargs.get("hidden_states", args[0] if args else None))
+        hidden_states = kwargs.get("hidden_states", args[0] if args else None)
+        self.t.grid = latent_grid(module, hidden_states)
+        if self.t.grid is not None and not self.config.raster:
+            self._grid_tiles(self.t.grid, hidden_states.device)
+        # what the processors need from the forward's inputs as Python values, read here, eagerly,
+        # so that compiled blocks hold no data-dependent read (HunyuanVideo's valid text lengths)
+        self.t.probe = self.forward_probe(module, args, kwargs) if self.forward_probe is not None else None
         return args, kwargs
 
     def reconfigure(self, config: VecAttnConfig) -> None:
@@ -165,6 +186,8 @@ class VecStepHook(ModelHook):
         self.t.selections, self.t.cached_bytes = {}, 0
         if self.t.history:
             self.t.phase = self._decide_phase()
+            if self.t.phase is Phase.SELECT:
+                self.t.last_select[self.t.branch] = self.t.step
             self.t.history[-1] = (self.t.branch, self.t.step, self.t.phase.value)
 
     def reset_state(self, module):
@@ -185,13 +208,26 @@ class VecStepHook(ModelHook):
         grid = self.t.grid
         if grid is None or self.config.raster or grid[0] * grid[1] * grid[2] != seq_q:
             return None
+        return self._grid_tiles(grid)
+
+    def _grid_tiles(self, grid, device=None):
+        """QueryTiles of `grid`, built once per resolution (and its index on `device`, eagerly:
+        a compiled block then finds it ready, and is not recompiled for the cache filling)."""
         tiles = self._tiles.get(grid)
         if tiles is None:
             tiles = self._tiles[grid] = self.config.tiles_for(grid)
+        if device is not None:
+            tiles.query_index(device)
         return tiles
 
     def cached(self, layer: int):
-        return self.t.selections.get((self.t.branch, layer))
+        """This layer's selection from the branch's last selecting step, or None: a layer whose
+        attention was skipped there (diffusers' block caches) selects again instead of reusing an
+        older selection."""
+        key = (self.t.branch, layer)
+        if self.t.selected_at.get(key) != self.t.last_select.get(self.t.branch):
+            return None
+        return self.t.selections.get(key)
 
     def store(self, layer: int, selection) -> bool:
         """Keep a selection for reuse if the budget allows; False means it will be recomputed."""
@@ -202,6 +238,7 @@ class VecStepHook(ModelHook):
         if self.t.cached_bytes + selection.nbytes() > self.config.reuse_budget_gb * 2**30:
             return False
         self.t.selections[key] = selection
+        self.t.selected_at[key] = self.t.step
         self.t.cached_bytes += selection.nbytes()
         return True
 
@@ -227,14 +264,15 @@ def get_step_hook(transformer) -> VecStepHook | None:
     return registry.get_hook(VEC_STEP_HOOK) if registry is not None else None
 
 
-def apply_step_hook(transformer, config: VecAttnConfig, scheduler=None) -> VecStepHook:
+def apply_step_hook(transformer, config: VecAttnConfig, scheduler=None, forward_probe=None) -> VecStepHook:
     hook = VecStepHook(config, scheduler)
+    hook.forward_probe = forward_probe  # the adapters know what their models need
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, VEC_STEP_HOOK)
     return hook
 
 
 @torch.compiler.disable
-def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
+def find_or_attach_hook(attn, config: VecAttnConfig, forward_probe=None) -> VecStepHook | None:
     """For a processor installed with plain `set_attn_processor`: find the transformer that is
     running (the caller's stack holds its forward) and attach the step hook to it once.
 
@@ -262,7 +300,7 @@ def find_or_attach_hook(attn, config: VecAttnConfig) -> VecStepHook | None:
         return None
     hook = get_step_hook(transformer)
     if hook is None:
-        hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None))
+        hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None), forward_probe)
         hook.parallel_config = getattr(transformer, "_parallel_config", None)
         hook.begin_forward(timestep if timestep is not None else 0.0)
         hook.t.grid = grid

@@ -57,6 +57,8 @@ class CurveSink:
 class CalibrationProcessor(VecAttnProcessor):
     """Dense attention, plus capture of q, k, v at `steps` (every branch)."""
 
+    needs_layer_index = True
+
     def __init__(self, sink: CurveSink, steps):
         super().__init__(VecAttnConfig(dense_steps=0))
         self.sink, self.steps = sink, set(steps)

@@ -231,14 +231,33 @@ def vector_selection_bitmask(
     batch, seq_q, heads, _ = q.shape
     num_keys = k.shape[1]
     nqb = tiles.num_blocks(seq_q)
-    capacity = row_capacity(num_keys, max_columns)
-    if not use_triton(q):
-        keep = selection_reference(q, k, gap, mode == "running", max_columns, min_columns, scale,
-                                   tiles.query_index(q.device), tiles.block_size)
-        return SelectionBitmask.from_selection(VectorSelection.from_mask(keep, query_tiles), capacity)
-    mask, word_count, _ = _select_bitmask_triton(q, k, gap, threshold is not None, mode == "running", max_columns,
-                                                 min_columns, scale, tiles.query_index(q.device), tiles.block_size)
-    return SelectionBitmask(mask, word_count.to(torch.uint8), batch, heads, nqb, num_keys, query_tiles, capacity)
+    mask, word_count = torch.ops.vecdit.vec_select_bitmask(q, k, gap, threshold is not None, mode == "running",
+                                                           max_columns, min_columns, scale,
+                                                           tiles.query_index(q.device), tiles.block_size)
+    return SelectionBitmask(mask, word_count, batch, heads, nqb, num_keys, query_tiles,
+                            row_capacity(num_keys, max_columns))
+
+
+@torch.library.custom_op("vecdit::vec_select_bitmask", mutates_args=())
+def _vec_select_bitmask_op(
+    q: torch.Tensor, k: torch.Tensor, gap: torch.Tensor, minp: bool, running: bool, max_columns: int,
+    min_columns: int, scale: float, query_index: torch.Tensor | None, block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bitmask int64 `[rows, words]`, kept keys per word uint8 `[rows, words]`)."""
+    if use_triton(q):
+        mask, word_count, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
+                                                     query_index, block_size)
+        return mask, word_count.to(torch.uint8)
+    keep = selection_reference(q, k, gap, running, max_columns, min_columns, scale, query_index, block_size)
+    bits = SelectionBitmask.from_selection(VectorSelection.from_mask(keep))
+    return bits.mask, bits.word_count
+
+
+@_vec_select_bitmask_op.register_fake
+def _(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size):
+    rows = q.shape[0] * q.shape[2] * (-(-q.shape[1] // block_size))
+    words = -(-k.shape[1] // WORD_KEYS)
+    return q.new_empty((rows, words), dtype=torch.int64), q.new_empty((rows, words), dtype=torch.uint8)
 
 
 @torch.library.custom_op("vecdit::vec_select", mutates_args=())

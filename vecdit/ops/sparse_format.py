@@ -123,15 +123,10 @@ class SelectionBitmask:
         return self.mask.numel() * 8 + self.word_count.numel()
 
     def expand(self) -> VectorSelection:
-        count = self.word_count.sum(1, dtype=torch.int32)
         shape = (self.batch, self.heads, self.num_query_blocks)
-        if use_triton(self.mask):
-            index, offset, count = _expand_triton(self.mask, self.word_count.cumsum(1, dtype=torch.int32), count,
-                                                  self.row_capacity)
-            return VectorSelection(index, offset, count.view(shape), *shape, self.num_keys, self.query_tiles)
-        bits = (self.mask.unsqueeze(-1) >> torch.arange(WORD_KEYS, device=self.mask.device)) & 1
-        keep = bits.flatten(1)[:, : self.num_keys].bool()
-        return VectorSelection.from_mask(keep.view(*shape, self.num_keys), self.query_tiles, self.row_capacity)
+        index, offset, count = torch.ops.vecdit.vec_expand(self.mask, self.word_count, self.num_keys,
+                                                           self.row_capacity or 0)
+        return VectorSelection(index, offset, count.view(shape), *shape, self.num_keys, self.query_tiles)
 
     @classmethod
     def from_selection(cls, selection: VectorSelection, row_capacity: int | None = None) -> "SelectionBitmask":
@@ -166,3 +161,24 @@ def _expand_triton(mask, word_end, count, row_capacity: int | None = None):
         mask, word_end, offset, column_index, num_words, row_capacity or 0,
         CAPPED=row_capacity is not None, **EXPAND_CONFIG)
     return column_index, offset, count
+
+
+@torch.library.custom_op("vecdit::vec_expand", mutates_args=())
+def _vec_expand_op(mask: torch.Tensor, word_count: torch.Tensor, num_keys: int,
+                   row_capacity: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bitmask -> (column_index, column_offset, column_count); `row_capacity` 0: count, then fill."""
+    count = word_count.sum(1, dtype=torch.int32)
+    if use_triton(mask):
+        return _expand_triton(mask, word_count.cumsum(1, dtype=torch.int32), count, row_capacity or None)
+    bits = (mask.unsqueeze(-1) >> torch.arange(WORD_KEYS, device=mask.device)) & 1
+    keep = bits.flatten(1)[:, :num_keys].bool()
+    sel = VectorSelection.from_mask(keep.view(1, 1, *keep.shape), None, row_capacity or None)
+    return sel.column_index, sel.column_offset, sel.column_count.reshape(-1)
+
+
+@_vec_expand_op.register_fake
+def _(mask, word_count, num_keys, row_capacity):
+    rows = mask.shape[0]
+    total = rows * row_capacity if row_capacity else torch.library.get_ctx().new_dynamic_size()
+    return (mask.new_empty((total,), dtype=torch.int32), mask.new_empty((rows + 1,), dtype=torch.int64),
+            mask.new_empty((rows,), dtype=torch.int32))

@@ -1,0 +1,64 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""torch.compile of the transformer blocks with vecdit inside: `compile_repeated_blocks(fullgraph=True)`
+(diffusers' regional compilation) traces every sparse layer whole (no graph break), gives the eager
+output at every kind of step, and shares one graph per phase across layers (no per-layer recompiles
+with the default config). Needs the Triton ops (bf16 custom ops): a GPU or TRITON_INTERPRET=1."""
+import os
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import vecdit
+from test_processors import hunyuan_inputs, run, wan_inputs
+from vecdit import VecAttnConfig
+from vecdit.pipelines.tiny import tiny_hunyuan_transformer, tiny_wan_transformer
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
+                                reason="the Triton ops need a GPU or TRITON_INTERPRET=1")
+
+
+def build(family: str, config: VecAttnConfig, layers: int = 2):
+    torch.manual_seed(0)
+    if family == "wan":
+        from diffusers import WanTransformer3DModel
+
+        model = WanTransformer3DModel.from_config({**tiny_wan_transformer().config, "num_layers": layers}).eval()
+        inputs = wan_inputs()
+    else:
+        model, inputs = tiny_hunyuan_transformer(), hunyuan_inputs()  # padded text: the valid-length path
+    model = model.to(torch.bfloat16)
+    inputs = {k: v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
+    vecdit.enable(model, config)
+    return model, inputs
+
+
+def denoise(model, inputs, steps=4):
+    outs = []
+    for t in (900.0, 800.0, 700.0, 600.0)[:steps]:
+        with model.cache_context("cond"):
+            outs.append(run(model, dict(inputs, timestep=torch.tensor([t]).to(inputs["timestep"].dtype))))
+    return outs
+
+
+# reuse keeps a selection per layer and branch: those blocks are specialized per layer (3 graphs
+# per layer, within dynamo's recompile limit of 8 only for tiny models: see README, torch.compile)
+@pytest.mark.parametrize("family, layers, reuse", [("wan", 2, 1), ("wan", 5, 1), ("hunyuan", None, 1), ("wan", 2, 2),
+                                                   ("hunyuan", None, 2)],
+                         ids=["wan-2", "wan-5", "hunyuan", "wan-2-reuse", "hunyuan-reuse"])
+def test_repeated_blocks_fullgraph_equal_eager_without_graph_breaks(family, layers, reuse):
+    config = VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=reuse)  # steps: dense, then sparse
+    eager = denoise(*build(family, config, layers or 2))
+    model, inputs = build(family, config, layers or 2)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")  # fullgraph: a break would raise
+    compiled = denoise(model, inputs)
+    phases = [p for _, _, p in model._diffusers_hook.get_hook("vecdit_step").t.history]
+    assert phases == (["dense", "select", "select", "select"] if reuse == 1 else ["dense", "select", "reuse", "select"])
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
+    assert sum(counters["graph_break"].values()) == 0
+    if family == "wan" and reuse == 1:
+        # one graph per phase (dense, sparse), whatever the number of layers
+        assert counters["stats"]["unique_graphs"] == 2
+    torch._dynamo.reset()
