@@ -155,3 +155,18 @@ def test_generate_image_to_video_through_the_pipelines_own_call(tmp_path, monkey
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["settings"]["image"] == str(image)
     assert side["density"] == pytest.approx(0.25, abs=0.02)
+
+
+def test_pipeline_benchmark_smoke_run_on_the_tiny_model(tmp_path):
+    """The whole path of `python -m vecdit.bench pipeline` on CPU (no timing is checked)."""
+    import json
+
+    from vecdit.bench.__main__ import main as bench
+
+    assert bench(["pipeline", "--models", "tiny", "--variants", "stock", "vecdit", "--device", "cpu", "--steps", "10",
+                  "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads(next(tmp_path.glob("pipeline-tiny-*.json")).read_text())["results"][0]
+    assert sum(result["schedule"].values()) == 10 and result["schedule"]["dense"] == 1  # 6% of 10 steps, rounded up
+    assert set(result["runs"]) == {"stock", "vecdit"}
+    assert result["runs"]["vecdit"]["step_s"]["dense"] == result["runs"]["stock"]["step_s"]["stock"]
+    assert all(r["total_s"] > 0 for r in result["runs"].values())

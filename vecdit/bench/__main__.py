@@ -90,6 +90,16 @@ def main(argv=None) -> int:
     se.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     se.add_argument("--tiles", nargs="+", default=["4x4x4", "4x4x8"])
     se.add_argument("--out", default="bench/results")
+    pi = sub.add_parser("pipeline", help="a whole generation (text, denoising steps, decode): stock vs vecdit")
+    from .pipeline import MODELS as PIPELINE_MODELS
+    from .pipeline import VARIANTS as PIPELINE_VARIANTS
+
+    pi.add_argument("--models", nargs="+", default=["wan2.1-t2v-1.3b", "wan2.1-t2v-14b"], choices=list(PIPELINE_MODELS))
+    pi.add_argument("--variants", nargs="+", default=list(PIPELINE_VARIANTS), choices=list(PIPELINE_VARIANTS))
+    pi.add_argument("--steps", type=int, default=50)
+    pi.add_argument("--repeats", type=int, default=2)
+    pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny (a smoke run)")
+    pi.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -97,6 +107,13 @@ def main(argv=None) -> int:
     tr.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     tr.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
+    if args.what == "pipeline" and args.device == "cpu":
+        if args.models != ["tiny"] or "vecdit-compile" in args.variants:
+            print("--device cpu runs only --models tiny, without vecdit-compile (a smoke run)", file=sys.stderr)
+            return 2
+        from .pipeline import main_pipeline
+
+        return main_pipeline(args)
     if not torch.cuda.is_available():
         print("the benchmark needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -116,6 +133,10 @@ def main(argv=None) -> int:
         plot_peers(results, jpath[:-5] + ".png")
         print("wrote", jpath, mpath)
         return 0
+    if args.what == "pipeline":
+        from .pipeline import main_pipeline
+
+        return main_pipeline(args)
     if args.what == "selection":
         from .selection import run_selection, selection_markdown
 

@@ -3,8 +3,9 @@
 at full size, with the host-sync check: `python -m vecdit.lab density` (GPU: the Triton kernels).
 
 Each seed of the proxy stands for one layer (its heads are the proxy's head families, global to
-local). On CUDA the selection runs under `torch.cuda.set_sync_debug_mode("error")`: any host sync
-inside it (reading a count back to size a buffer, `.item()`) raises, so a finished run shows none.
+local). On CUDA the selection and the sparse attention run under `torch.cuda.set_sync_debug_mode("error")`:
+any host sync inside them (reading a count back to size a buffer, `.item()`) raises, so a finished
+run shows none.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import contextlib
 
 import torch
 
-from vecdit.ops import QueryTiles, vector_selection
+from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 
 from .synthetic import GEOMETRIES, SyntheticConfig, structured_qkv
 
@@ -36,19 +37,21 @@ def density_rows(geometry: str, targets, layers: int = 4, heads: int = 8, tile=(
     tiles = QueryTiles(grid, tile)
     rows = []
     for layer in range(layers):
-        q, k, _ = structured_qkv(SyntheticConfig(geometry=geometry, heads=heads, head_dim=128, seed=layer), device=device)
-        q, k = q.to(torch.bfloat16), k.to(torch.bfloat16)  # what the model hands the ops
-        vector_selection(q, k, None, max_density=targets[0], query_tiles=tiles)  # warm-up: compiled kernels, key sample
+        q, k, v = structured_qkv(SyntheticConfig(geometry=geometry, heads=heads, head_dim=128, seed=layer), device=device)
+        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)  # what the model hands the ops
+        warm = vector_selection(q, k, None, max_density=targets[0], query_tiles=tiles)  # compiled kernels, key sample
+        vector_sparse_attention(q, k, v, warm)
         for target in targets:
-            with no_host_sync(q.device) as checked:
+            with no_host_sync(q.device) as checked:  # the attention call as the processor makes it
                 sel = vector_selection(q, k, None, max_density=target, query_tiles=tiles)
+                vector_sparse_attention(q, k, v, sel)
             per_row = sel.column_count.float() / k.shape[1]  # [B, H, blocks]
             per_head = per_row.mean((0, 2))
             rows.append({"geometry": geometry, "layer": layer, "target": target, "achieved": float(per_head.mean()),
                          "per_head": per_head.tolist(), "row_min": float(per_row.min()), "row_max": float(per_row.max()),
                          "index_slots_per_row": sel.column_index.numel() // sel.column_count.numel(),
                          "host_sync_checked": checked})
-        del q, k
+        del q, k, v
     return rows
 
 
@@ -56,7 +59,7 @@ def markdown(rows: list[dict], card: str) -> str:
     lines = [f"# Achieved vs target density, top-k rule on 4x4x4 tiles ({card})", "",
              "Structured proxy at full size (vecdit/lab/synthetic.py), each seed one layer of 8 head families; "
              "density = kept keys / all keys, per layer (mean over heads), worst head, and the range over rows "
-             "(query tiles). `no host sync`: the selection ran under torch.cuda.set_sync_debug_mode('error').", "",
+             "(query tiles). `no host sync`: selection + attention ran under torch.cuda.set_sync_debug_mode('error').", "",
              "| geometry | layer | target | achieved | worst head | rows min / max | index slots per row | no host sync |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
