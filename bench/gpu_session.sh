@@ -41,9 +41,9 @@ for step in $steps; do
       timeout 300 python3 -m vecdit.bench selection --shapes ${SEL_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -20 ;;
     pipeline)  # a whole generation, projected from one step of each kind (PIPE_MODELS, PIPE_VARIANTS)
-      timeout 560 python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
+      (cd /tmp && timeout ${PIPE_TIMEOUT:-560} python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
         --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} --out "$OUT" 2>&1 \
-        | grep -v "^|.*---" | tail -24 ;;
+        | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;
