@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|lab ...]
+#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
+#                              train-tiny|lab ...]
 #   (default: tests attention-hv)
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
 set -u
@@ -44,6 +45,9 @@ for step in $steps; do
       (cd /tmp && timeout ${PIPE_TIMEOUT:-560} python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
         --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
+    train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from $OUT/tiny if carried back
+      (cd /tmp && timeout 590 python3 -m vecdit.pipelines.tiny_train --out "$OUT/tiny" \
+        --max-minutes ${TRAIN_MINUTES:-8.5} 2>&1 | tail -30) ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;

@@ -1,0 +1,277 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Train the tiny video model on procedural clips (`tiny_data.py`): a real `WanPipeline` of small
+diffusers / transformers classes, trained here, saved with `save_pretrained` (fp16 safetensors).
+
+    python -m vecdit.pipelines.tiny_train --out runs/tiny --max-minutes 9     # resumable: run again
+
+Stage 1 trains the `AutoencoderKLWan` as an autoencoder on the clips (L1 + a small KL term), then
+fixes its latent mean / std. Stage 2 trains the `WanTransformer3DModel` and the small UMT5 text
+encoder jointly with the flow-matching loss on the frozen VAE's latents (captions dropped 10% of
+the time, for classifier-free guidance). Every `--save-every` steps a checkpoint (models,
+optimizer, step, stage, loss history) is written, so a run of under 10 minutes picks up where the
+last one stopped; when both stages are done the pipeline folder and a loss-curve PNG are written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .tiny import _tiny_t5_tokenizer
+from .tiny_data import make_clip
+
+
+@dataclass
+class TinyModelConfig:
+    frames: int = 33
+    size: int = 256
+    z_dim: int = 8
+    vae_base_dim: int = 16
+    vae_dim_mult: tuple = (1, 2, 4, 4)
+    heads: int = 4
+    head_dim: int = 64
+    layers: int = 6
+    ffn: int = 512
+    text_dim: int = 64
+    text_layers: int = 2
+    max_text_tokens: int = 64
+
+
+@dataclass
+class TrainConfig:
+    vae_steps: int = 3000
+    dit_steps: int = 12000
+    batch: int = 8
+    lr_vae: float = 3e-4
+    lr_dit: float = 3e-4
+    kl_weight: float = 1e-6
+    caption_dropout: float = 0.1
+    save_every: int = 500
+    seed: int = 0
+
+
+def build_components(cfg: TinyModelConfig) -> dict:
+    """Fresh (random) components of the tiny pipeline, fp32."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = _tiny_t5_tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=cfg.text_dim, d_kv=cfg.text_dim // 4, d_ff=cfg.text_dim * 4,
+        num_layers=cfg.text_layers, num_heads=4, relative_attention_num_buckets=16, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0))
+    vae = AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=cfg.z_dim, dim_mult=list(cfg.vae_dim_mult), num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * cfg.z_dim,
+                           latents_std=[1.0] * cfg.z_dim)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim, in_channels=cfg.z_dim,
+        out_channels=cfg.z_dim, text_dim=cfg.text_dim, freq_dim=64, ffn_dim=cfg.ffn, num_layers=cfg.layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+
+
+def clip_batch(step: int, batch: int, cfg: TinyModelConfig, seed: int, device) -> tuple[torch.Tensor, list[str]]:
+    """[B, 3, F, H, W] in [-1, 1] and the captions; clip i of step s is seed-determined (resumable)."""
+    clips = [make_clip(seed * 10_000_019 + step * batch + i, cfg.frames, cfg.size) for i in range(batch)]
+    video = torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 4, 1, 2, 3)
+    return (video * 2 - 1).to(device), [c.caption for c in clips]
+
+
+def encode_text(parts, captions, cfg: TinyModelConfig, device):
+    tokens = parts["tokenizer"](captions, padding="max_length", max_length=cfg.max_text_tokens, truncation=True,
+                                add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+    out = parts["text_encoder"](ids, mask).last_hidden_state
+    # as WanPipeline does: the padding positions are zeroed
+    return out * mask[..., None]
+
+
+def vae_loss(vae, video, kl_weight):
+    posterior = vae.encode(video).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    rec = F.l1_loss(recon, video)
+    kl = posterior.kl().mean()
+    return rec + kl_weight * kl, rec
+
+
+def flow_loss(parts, latents, context, generator):
+    """Flow matching as the UniPC flow scheduler samples it: x_t = (1 - s) x0 + s e, target e - x0."""
+    b = latents.shape[0]
+    sigma = torch.rand(b, generator=generator, device=latents.device)
+    sigma = 3.0 * sigma / (1 + 2.0 * sigma)  # the sampler's flow shift: train where it samples
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    s = sigma.view(b, 1, 1, 1, 1)
+    noisy = (1 - s) * latents + s * noise
+    pred = parts["transformer"](hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=context,
+                                return_dict=False)[0]
+    return F.mse_loss(pred.float(), (noise - latents).float())
+
+
+class Trainer:
+    def __init__(self, out: str, model_cfg: TinyModelConfig, train_cfg: TrainConfig, device: str):
+        self.out, self.mcfg, self.tcfg, self.device = out, model_cfg, train_cfg, device
+        self.parts = build_components(model_cfg)
+        for name in ("vae", "transformer", "text_encoder"):
+            self.parts[name].to(device).train()
+        self.state = {"stage": "vae", "step": 0, "losses": {"vae": [], "dit": []}}
+        self.opt = self._optimizer()
+        self._resume()
+
+    def _optimizer(self):
+        if self.state["stage"] == "vae":
+            return torch.optim.AdamW(self.parts["vae"].parameters(), lr=self.tcfg.lr_vae, weight_decay=0.0)
+        params = list(self.parts["transformer"].parameters()) + list(self.parts["text_encoder"].parameters())
+        return torch.optim.AdamW(params, lr=self.tcfg.lr_dit, weight_decay=0.01)
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.out, "checkpoint.pt")
+
+    def _resume(self):
+        if not os.path.exists(self.checkpoint_path):
+            return
+        ckpt = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        for name in ("vae", "transformer", "text_encoder"):
+            self.parts[name].load_state_dict(ckpt["models"][name])
+        self.state = ckpt["state"]
+        if self.state["stage"] == "dit":
+            self._freeze_vae(ckpt["latent_stats"])
+        self.opt = self._optimizer()
+        self.opt.load_state_dict(ckpt["optimizer"])
+
+    def save(self):
+        os.makedirs(self.out, exist_ok=True)
+        vae = self.parts["vae"]
+        ckpt = {"models": {n: self.parts[n].state_dict() for n in ("vae", "transformer", "text_encoder")},
+                "optimizer": self.opt.state_dict(), "state": self.state,
+                "latent_stats": {"mean": list(vae.config.latents_mean), "std": list(vae.config.latents_std)},
+                "model_config": asdict(self.mcfg), "train_config": asdict(self.tcfg)}
+        tmp = self.checkpoint_path + ".partial"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, self.checkpoint_path)  # a killed run keeps the previous checkpoint
+
+    def _freeze_vae(self, stats=None):
+        vae = self.parts["vae"].eval().requires_grad_(False)
+        if stats is None:  # the latent statistics of a fresh batch: the transformer sees unit-scale latents
+            video, _ = clip_batch(10**6, max(4, self.tcfg.batch), self.mcfg, self.tcfg.seed + 1, self.device)
+            with torch.no_grad():
+                z = vae.encode(video).latent_dist.mode()
+            stats = {"mean": z.mean((0, 2, 3, 4)).tolist(), "std": z.std((0, 2, 3, 4)).clamp_min(1e-3).tolist()}
+        vae.register_to_config(latents_mean=stats["mean"], latents_std=stats["std"])
+
+    def _latents(self, video):
+        vae = self.parts["vae"]
+        with torch.no_grad():
+            z = vae.encode(video).latent_dist.mode()
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean, device=z.device).view(shape)
+        std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
+        return (z - mean) / std
+
+    def run(self, max_minutes: float, log_every: int = 50, max_steps: int | None = None) -> bool:
+        """Train until done, `max_minutes` or `max_steps` optimizer steps (this run); True when both
+        stages are finished."""
+        t_end = time.time() + 60 * max_minutes
+        generator = torch.Generator(device=self.device).manual_seed(self.tcfg.seed + self.state["step"])
+        taken = 0
+        while time.time() < t_end and (max_steps is None or taken < max_steps):
+            stage, step = self.state["stage"], self.state["step"]
+            if stage == "vae" and step >= self.tcfg.vae_steps:
+                self._freeze_vae()
+                self.state.update(stage="dit", step=0)
+                self.opt = self._optimizer()
+                continue
+            if stage == "dit" and step >= self.tcfg.dit_steps:
+                self.save()
+                self.export()
+                return True
+            video, captions = clip_batch(step, self.tcfg.batch, self.mcfg, self.tcfg.seed + (stage == "dit"), self.device)
+            with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+                if stage == "vae":
+                    loss, report = vae_loss(self.parts["vae"], video, self.tcfg.kl_weight)
+                else:
+                    drop = torch.rand(len(captions), generator=torch.Generator().manual_seed(step)) < self.tcfg.caption_dropout
+                    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+                    context = encode_text(self.parts, captions, self.mcfg, self.device)
+                    loss = report = flow_loss(self.parts, self._latents(video), context, generator)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
+            self.opt.step()
+            self.state["losses"][stage].append(float(report.detach()))
+            self.state["step"] = step + 1
+            taken += 1
+            if (step + 1) % log_every == 0:
+                recent = self.state["losses"][stage][-log_every:]
+                print(f"{stage} step {step + 1}: loss {sum(recent) / len(recent):.4f}", flush=True)
+            if (step + 1) % self.tcfg.save_every == 0:
+                self.save()
+        self.save()
+        return False
+
+    def export(self, folder: str | None = None) -> str:
+        """The trained pipeline (`WanPipeline.save_pretrained`, fp16 safetensors) and the loss PNG."""
+        from diffusers import WanPipeline
+
+        folder = folder or os.path.join(self.out, "pipeline")
+        parts = {k: (v.eval().to("cpu", torch.float16) if isinstance(v, torch.nn.Module) else v)
+                 for k, v in self.parts.items()}
+        WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
+        for name in ("vae", "transformer", "text_encoder"):  # back for more training, if any
+            self.parts[name].to(self.device, torch.float32)
+        with open(os.path.join(folder, "vecdit_tiny.json"), "w") as f:
+            json.dump({"model_config": asdict(self.mcfg), "train_config": asdict(self.tcfg),
+                       "steps": {k: len(v) for k, v in self.state["losses"].items()}}, f, indent=1)
+        plot_losses(self.state["losses"], os.path.join(self.out, "loss.png"))
+        return folder
+
+
+def plot_losses(losses: dict, path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, (stage, values) in zip(axes, losses.items()):
+        if values:
+            window = max(1, len(values) // 100)
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(smooth)
+        ax.set(title={"vae": "autoencoder L1", "dit": "flow matching MSE"}[stage], xlabel="step", yscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vecdit.pipelines.tiny_train")
+    p.add_argument("--out", default="runs/tiny")
+    p.add_argument("--max-minutes", type=float, default=9.0, help="stop (with a checkpoint) after this long")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    for f in TrainConfig.__dataclass_fields__.values():
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    p.add_argument("--frames", type=int, default=TinyModelConfig.frames)
+    p.add_argument("--size", type=int, default=TinyModelConfig.size)
+    args = p.parse_args(argv)
+    train_cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
+    trainer = Trainer(args.out, TinyModelConfig(frames=args.frames, size=args.size), train_cfg, args.device)
+    done = trainer.run(args.max_minutes)
+    print("done: pipeline in", os.path.join(args.out, "pipeline") if done else
+          f"not yet: stage {trainer.state['stage']} step {trainer.state['step']}; run again to resume")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
