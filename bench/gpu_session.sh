@@ -47,7 +47,7 @@ for step in $steps; do
         | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
     train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from $OUT/tiny if carried back
       (cd /tmp && timeout 590 python3 -m vecdit.pipelines.tiny_train --out "$OUT/tiny" \
-        --max-minutes ${TRAIN_MINUTES:-8.5} 2>&1 | tail -30) ;;
+        --max-minutes ${TRAIN_MINUTES:-8.5} ${TRAIN_ARGS:-} 2>&1 | tail -30; rm -f "$OUT/tiny/checkpoint.pt.partial") ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;

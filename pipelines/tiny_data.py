@@ -113,52 +113,71 @@ def _trajectory(obj: ObjectSpec, frames: int, rng_phase: float) -> np.ndarray:
     return np.stack([np.full_like(t, x0), y], 1)
 
 
-def _mask(shape: str, xx, yy, cx, cy, r) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of a shape centred at (cx, cy) with size r (pixels)."""
+def _mask(xp, shape: str, xx, yy, cx, cy, r):
+    """Anti-aliased coverage in [0, 1] of a shape centred at (cx, cy) with size r (pixels);
+    `xp` is numpy or torch, `cx`, `cy` broadcast against the pixel grid (one per frame)."""
     if shape == "circle":
-        d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - r
+        d = xp.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - r
     elif shape == "square":
-        d = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) - r * 0.85
+        d = xp.maximum(abs(xx - cx), abs(yy - cy)) - r * 0.85
     else:  # an upward triangle: three half-planes
         k = math.sqrt(3)
         up = (yy - cy) - r * 0.75  # below the base
         left = (-k * (xx - cx) - (yy - cy)) / 2 - r * 0.75
         right = (k * (xx - cx) - (yy - cy)) / 2 - r * 0.75
-        d = np.maximum(up, np.maximum(left, right))
-    return np.clip(0.5 - d, 0.0, 1.0)
+        d = xp.maximum(up, xp.maximum(left, right))
+    return xp.clip(0.5 - d, 0.0, 1.0)
 
 
-def _background(kind: str, tone, xx, yy, offset: float, size: int) -> np.ndarray:
-    base = np.broadcast_to(np.array(tone, dtype=np.float32), xx.shape + (3,)).copy()
+def _background(xp, kind: str, tone, xx, yy, offset, size: int):
+    base = xp.ones(xx.shape + (3,)) if xp is np else xp.ones(xx.shape + (3,), device=xx.device)
+    base = base * _color(xp, tone, xx)
     if kind == "checkered":
         cell = size / 8
-        check = ((np.floor((xx + offset) / cell) + np.floor(yy / cell)) % 2).astype(np.float32)
+        check = (xp.floor((xx + offset) / cell) + xp.floor(yy / cell)) % 2
         base = base * (0.6 + 0.8 * check[..., None])
     elif kind == "striped":
-        stripe = (0.5 + 0.5 * np.sin(2 * math.pi * (xx + offset) / (size / 6))).astype(np.float32)
+        stripe = 0.5 + 0.5 * xp.sin(2 * math.pi * (xx + offset) / (size / 6))
         base = base * (0.6 + 0.8 * stripe[..., None])
-    return np.clip(base, 0.0, 1.0)
+    return xp.clip(base, 0.0, 1.0)
 
 
-def render(spec: dict, frames: int = 33, size: int = 256, phase: float = 0.0) -> Clip:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    out = np.empty((frames, size, size, 3), dtype=np.float32)
+def _color(xp, rgb, like):
+    return np.array(rgb, dtype=np.float32) if xp is np else xp.tensor(rgb, dtype=like.dtype, device=like.device)
+
+
+def render(spec: dict, frames: int = 33, size: int = 256, phase: float = 0.0, device=None) -> Clip:
+    """The clip of `spec`: numpy float32 `[F, H, W, 3]`, or a torch tensor on `device` (all frames
+    at once: how training renders its batches on the GPU)."""
+    xp = np
+    if device is not None:
+        import torch
+
+        xp = torch
     paths = [_trajectory(o, frames, phase) * size for o in spec["objects"]]
     pan_speed = {None: 0.0, "right": 0.5, "left": -0.5}[spec["pan"]] * size  # pixels per clip
-    for f in range(frames):
-        offset = pan_speed * f / max(frames - 1, 1)
-        img = _background(spec["background"], BACKGROUND_TONES[spec["tone"]], xx, yy, offset, size)
-        for obj, path in zip(spec["objects"], paths):
-            cover = _mask(obj.shape, xx, yy, path[f, 0], path[f, 1], obj.radius * size)[..., None]
-            img = img * (1 - cover) + np.array(COLORS[obj.color], dtype=np.float32) * cover
-        out[f] = img
-    return Clip(out, caption_of(spec), spec["objects"], paths)
+    offsets = pan_speed * np.arange(frames, dtype=np.float32) / max(frames - 1, 1)
+    if xp is np:
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        yy, xx = np.broadcast_to(yy, (frames, size, size)), np.broadcast_to(xx, (frames, size, size))
+        column = lambda a: np.asarray(a, dtype=np.float32)[:, None, None]  # noqa: E731
+    else:
+        grid = torch.arange(size, dtype=torch.float32, device=device) + 0.5
+        yy, xx = grid.view(1, size, 1).expand(frames, size, size), grid.view(1, 1, size).expand(frames, size, size)
+        column = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)[:, None, None]  # noqa: E731
+    img = _background(xp, spec["background"], BACKGROUND_TONES[spec["tone"]], xx, yy, column(offsets), size)
+    for obj, path in zip(spec["objects"], paths):
+        cover = _mask(xp, obj.shape, xx, yy, column(path[:, 0]), column(path[:, 1]), obj.radius * size)[..., None]
+        img = img * (1 - cover) + _color(xp, COLORS[obj.color], xx) * cover
+    if xp is np:
+        img = img.astype(np.float32)
+    return Clip(img, caption_of(spec), spec["objects"], paths)
 
 
-def make_clip(seed: int, frames: int = 33, size: int = 256) -> Clip:
+def make_clip(seed: int, frames: int = 33, size: int = 256, device=None) -> Clip:
     rng = np.random.default_rng(seed)
     spec = sample_spec(rng)
-    return render(spec, frames, size, float(rng.uniform(0, 1)))
+    return render(spec, frames, size, float(rng.uniform(0, 1)), device)
 
 
 def color_centroid(frame: np.ndarray, color: str, tolerance: float = 0.25) -> tuple[float, float] | None:

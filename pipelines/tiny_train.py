@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -81,9 +80,12 @@ def build_components(cfg: TinyModelConfig) -> dict:
 
 def clip_batch(step: int, batch: int, cfg: TinyModelConfig, seed: int, device) -> tuple[torch.Tensor, list[str]]:
     """[B, 3, F, H, W] in [-1, 1] and the captions; clip i of step s is seed-determined (resumable)."""
-    clips = [make_clip(seed * 10_000_019 + step * batch + i, cfg.frames, cfg.size) for i in range(batch)]
-    video = torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 4, 1, 2, 3)
-    return (video * 2 - 1).to(device), [c.caption for c in clips]
+    on_gpu = torch.device(device).type == "cuda"  # rendered where it trains: the CPU would starve the GPU
+    clips = [make_clip(seed * 10_000_019 + step * batch + i, cfg.frames, cfg.size, device if on_gpu else None)
+             for i in range(batch)]
+    frames = [c.frames if on_gpu else torch.from_numpy(c.frames) for c in clips]
+    video = torch.stack(frames).permute(0, 4, 1, 2, 3).to(device)
+    return video * 2 - 1, [c.caption for c in clips]
 
 
 def encode_text(parts, captions, cfg: TinyModelConfig, device):

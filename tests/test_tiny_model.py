@@ -56,3 +56,11 @@ def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path):
     frames = pipe("a red circle moving right", height=32, width=32, num_frames=5, num_inference_steps=2,
                   output_type="np").frames[0]
     assert frames.shape == (5, 32, 32, 3) and np.isfinite(frames).all()
+
+
+def test_torch_renderer_matches_the_numpy_one():
+    for seed in range(6):
+        a = make_clip(seed, frames=5, size=48)
+        b = make_clip(seed, frames=5, size=48, device="cpu")
+        assert torch.is_tensor(b.frames) and b.caption == a.caption
+        assert np.abs(b.frames.numpy() - a.frames).max() < 1e-4
