@@ -52,6 +52,10 @@ class TrainConfig:
     lr_vae: float = 3e-4
     lr_dit: float = 3e-4
     kl_weight: float = 1e-6
+    # the VAE is convolutional (causal in time): it trains on short clips and random crops, 16x
+    # cheaper per sample (the full 33 x 256 x 256 clips took 0.66 s per step of 8 on an H200)
+    vae_frames: int = 9
+    vae_crop: int = 128
     caption_dropout: float = 0.1
     save_every: int = 500
     seed: int = 0
@@ -78,14 +82,25 @@ def build_components(cfg: TinyModelConfig) -> dict:
     return dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
 
 
-def clip_batch(step: int, batch: int, cfg: TinyModelConfig, seed: int, device) -> tuple[torch.Tensor, list[str]]:
+def clip_batch(step: int, batch: int, cfg: TinyModelConfig, seed: int, device,
+               frames: int | None = None) -> tuple[torch.Tensor, list[str]]:
     """[B, 3, F, H, W] in [-1, 1] and the captions; clip i of step s is seed-determined (resumable)."""
     on_gpu = torch.device(device).type == "cuda"  # rendered where it trains: the CPU would starve the GPU
-    clips = [make_clip(seed * 10_000_019 + step * batch + i, cfg.frames, cfg.size, device if on_gpu else None)
+    clips = [make_clip(seed * 10_000_019 + step * batch + i, frames or cfg.frames, cfg.size, device if on_gpu else None)
              for i in range(batch)]
     frames = [c.frames if on_gpu else torch.from_numpy(c.frames) for c in clips]
     video = torch.stack(frames).permute(0, 4, 1, 2, 3).to(device)
     return video * 2 - 1, [c.caption for c in clips]
+
+
+def random_crop(video: torch.Tensor, crop: int, step: int) -> torch.Tensor:
+    """The same random `crop` x `crop` window of every frame of each clip (seeded by the step)."""
+    size = video.shape[-1]
+    if crop >= size:
+        return video
+    g = torch.Generator().manual_seed(step)
+    corners = torch.randint(0, size - crop + 1, (video.shape[0], 2), generator=g).tolist()
+    return torch.stack([v[..., y:y + crop, x:x + crop] for v, (y, x) in zip(video, corners)])
 
 
 def encode_text(parts, captions, cfg: TinyModelConfig, device):
@@ -196,7 +211,12 @@ class Trainer:
                 self.save()
                 self.export()
                 return True
-            video, captions = clip_batch(step, self.tcfg.batch, self.mcfg, self.tcfg.seed + (stage == "dit"), self.device)
+            if stage == "vae":
+                video, captions = clip_batch(step, self.tcfg.batch, self.mcfg, self.tcfg.seed, self.device,
+                                             frames=self.tcfg.vae_frames)
+                video = random_crop(video, self.tcfg.vae_crop, step)
+            else:
+                video, captions = clip_batch(step, self.tcfg.batch, self.mcfg, self.tcfg.seed + 1, self.device)
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
                 if stage == "vae":
                     loss, report = vae_loss(self.parts["vae"], video, self.tcfg.kl_weight)
