@@ -13,7 +13,7 @@ import torch
 
 from .models import PRESETS, GenerateError
 
-NOISE_NOTE = "note: --model tiny has random weights: its frames are noise (it checks the whole path, offline)"
+NOISE_NOTE = "note: this tiny model has random weights: its frames are noise (it checks the whole path, offline)"
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,10 @@ def _settings(args):
 def cmd_generate(args) -> int:
     from .generate import Generator
 
+    from .generate import is_random_tiny
+
     gen = Generator(_settings(args))
-    if gen.name == "tiny":
+    if is_random_tiny(gen.name):
         print(NOISE_NOTE, file=sys.stderr)
     sidecar = gen.render(args.prompt, args.seed, args.output)
     if not sidecar:  # not rank 0 of a --ulysses run
@@ -85,8 +87,10 @@ def cmd_sample(args) -> int:
     print(f"{total - len(todo)} of {total} videos already there; {len(todo)} to make", file=sys.stderr)
     if not todo:
         return 0
+    from .generate import is_random_tiny
+
     gen = Generator(_settings(args))
-    if gen.name == "tiny":
+    if is_random_tiny(gen.name):
         print(NOISE_NOTE, file=sys.stderr)
     manifest["settings"] = {"suite": "prompts-file" if args.prompts else "vbench", "dimension": args.dimension,
                             "samples_per_prompt": args.samples_per_prompt, "base_seed": args.seed,

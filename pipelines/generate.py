@@ -15,7 +15,7 @@ import vecdit
 from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
 
-from .models import PRESETS, GenerateError, ModelPreset, check_output, check_sizes, resolve_model
+from .models import PRESETS, GenerateError, ModelPreset, check_output, check_sizes, resolve_model, tiny_model_folder
 from .random_weights import random_pipeline
 
 
@@ -69,9 +69,14 @@ def attention_config(name: str, s: GenerateSettings) -> VecAttnConfig:
 
 
 def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: bool = False):
-    """The diffusers pipeline: tiny (offline, random), random full-size weights, or `from_pretrained`."""
+    """The diffusers pipeline: tiny (trained and packaged, or offline random), random full-size
+    weights, or `from_pretrained`."""
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    if name == "tiny":
+    if name == "tiny" and tiny_model_folder() is not None:
+        from diffusers import WanPipeline
+
+        return WanPipeline.from_pretrained(tiny_model_folder(), dtype=torch.float32).to(device)
+    if name in ("tiny", "tiny-random"):
         from .tiny import tiny_wan_pipeline
 
         return tiny_wan_pipeline().to(device)
@@ -92,6 +97,11 @@ def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: b
     if preset.family == "hunyuan":
         pipe.vae.enable_tiling()
     return pipe.to(device)
+
+
+def is_random_tiny(name: str) -> bool:
+    """`tiny-random`, or `tiny` where no trained weights ship: frames are noise."""
+    return name == "tiny-random" or (name == "tiny" and tiny_model_folder() is None)
 
 
 def parse_tiles(text: str):
@@ -178,7 +188,7 @@ class Generator:
             "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
             "device": torch.cuda.get_device_name() if self.device.startswith("cuda") else "cpu",
             "versions": {"vecdit": vecdit.__version__, "torch": torch.__version__},
-            "random_weights": self.name == "tiny" or s.random_weights,
+            "random_weights": is_random_tiny(self.name) or s.random_weights,
         }
         atomic_write_json(os.path.splitext(output)[0] + ".json", sidecar)
         return sidecar

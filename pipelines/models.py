@@ -24,7 +24,9 @@ class ModelPreset:
 
 
 PRESETS = {
+    # `tiny`: the trained tiny model where its weights ship (`tiny_model_folder`), else `tiny-random`
     "tiny": ModelPreset("wan", None, 128, 128, 9, 4, 5.0, 8, 3.0, full_size=False),
+    "tiny-random": ModelPreset("wan", None, 128, 128, 9, 4, 5.0, 8, 3.0, full_size=False),
     "wan2.1-t2v-1.3b": ModelPreset("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 480, 832, 81, 50, 5.0, 16, 3.0),
     "wan2.1-t2v-14b": ModelPreset("wan", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 720, 1280, 81, 50, 5.0, 16, 5.0),
     "wan2.1-i2v-14b-480p": ModelPreset("wan", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", 480, 832, 81, 50, 5.0, 16, 3.0,
@@ -53,8 +55,20 @@ class GenerateError(ValueError):
     """A user error of `vecdit generate`, with the fix in its message."""
 
 
+def tiny_model_folder() -> str | None:
+    """The packaged trained tiny model (`pipelines/tiny_model/`, written by `tiny_train`), if it ships."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_model")
+    return folder if os.path.isfile(os.path.join(folder, "model_index.json")) else None
+
+
 def resolve_model(model: str) -> tuple[str, ModelPreset]:
     """(name, preset) for a preset name, a hub id (`org/name`) or a local folder."""
+    if model == "tiny" and tiny_model_folder() is not None:
+        import json
+
+        with open(os.path.join(tiny_model_folder(), "vecdit_tiny.json")) as f:
+            size = json.load(f)["model_config"]  # the trained model's clip size
+        return model, replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20)
     if model in PRESETS:
         return model, PRESETS[model]
     if os.path.isdir(model) or (model.count("/") == 1 and not model.startswith((".", "/"))):

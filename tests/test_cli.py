@@ -35,7 +35,7 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "wan9"], "choose one of tiny, wan2.1-t2v-1.3b"),
+        (["--model", "wan9"], "choose one of tiny, tiny-random, wan2.1-t2v-1.3b"),
         (["--frames", "10"], "nearest valid: 9 or 13"),
         (["--height", "70"], "nearest valid: 64 or 80"),
         (["--attention", "vec", "--threshold", "1.5"], "threshold"),

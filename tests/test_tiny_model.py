@@ -36,7 +36,7 @@ def test_clips_are_seeded_captioned_from_the_grammar_and_in_range():
     assert {"red", "blue"} <= set(COLORS) and "circle" in SHAPES and "moving right" in MOTIONS
 
 
-def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path):
+def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path, monkeypatch):
     from diffusers import WanPipeline
 
     model = TinyModelConfig(frames=5, size=32)
@@ -56,6 +56,19 @@ def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path):
     frames = pipe("a red circle moving right", height=32, width=32, num_frames=5, num_inference_steps=2,
                   output_type="np").frames[0]
     assert frames.shape == (5, 32, 32, 3) and np.isfinite(frames).all()
+    # shipped as the package's tiny model, `vecdit generate --model tiny` loads it (its clip size)
+    import json
+
+    from vecdit.pipelines import generate, models
+    from vecdit.pipelines.cli import main
+
+    monkeypatch.setattr(models, "tiny_model_folder", lambda: str(tmp_path / "pipeline"))
+    monkeypatch.setattr(generate, "tiny_model_folder", lambda: str(tmp_path / "pipeline"))
+    out = tmp_path / "v.mp4"
+    assert main(["generate", "--model", "tiny", "--prompt", "a red circle moving right", "--steps", "2",
+                 "--output", str(out)]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["random_weights"] is False and (side["frames"], side["height"]) == (5, 32)
 
 
 def test_torch_renderer_matches_the_numpy_one():
