@@ -2,7 +2,7 @@
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
 #   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
-#                              train-tiny|lab ...]
+#                              train-tiny|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
 set -u
@@ -48,6 +48,10 @@ for step in $steps; do
     train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from $OUT/tiny if carried back
       (cd /tmp && timeout 590 python3 -m vecdit.pipelines.tiny_train --out "$OUT/tiny" \
         --max-minutes ${TRAIN_MINUTES:-8.5} ${TRAIN_ARGS:-} 2>&1 | tail -30; rm -f "$OUT/tiny/checkpoint.pt.partial") ;;
+    kernel-rows)  # 128-query tiles: Gluon 2x64 (default), Triton 2x64, Triton one 128-row program
+      timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p wan2.1-14b-720p --inputs structured \
+        --variants tiles128-topk tiles128-triton-2x64 tiles128-triton-1x128 --name attention-kernel-rows --out "$OUT" 2>&1 \
+        | grep -v "^|.*---" | tail -30 ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \
         --blocks ${BLOCKS:-32} --densities 0.05 0.1 0.25 0.5 --out "$OUT" 2>&1 | tail -5 ;;

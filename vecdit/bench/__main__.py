@@ -71,9 +71,9 @@ def main(argv=None) -> int:
 
     att.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     att.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES))
-    from .attention import INPUTS, VARIANTS
+    from .attention import INPUTS, KERNEL_VARIANTS, VARIANTS
 
-    att.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    att.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(KERNEL_VARIANTS))
     att.add_argument("--inputs", nargs="+", default=["random"], choices=list(INPUTS),
                      help="random (i.i.d., the worst case for locality) and/or structured (the lab's video proxy)")
     att.add_argument("--out", default="bench/results")

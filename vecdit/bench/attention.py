@@ -11,6 +11,7 @@ fp32 reference of the same selection on sampled query blocks (in the selection's
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +84,12 @@ VARIANTS = {
     "tiles-topk": ((4, 4, 4), "topk"),
     "tiles128-topk": ((4, 4, 8), "topk"),
 }
+# kernel experiments (not in the default run): the portable Triton kernel on 128-query tiles with
+# two 64-row programs per tile, or one 128-row program (half the K/V gathers)
+KERNEL_VARIANTS = {
+    "tiles128-triton-2x64": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton", "VECDIT_TRITON_TILE_ROWS": "64"}),
+    "tiles128-triton-1x128": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton", "VECDIT_TRITON_TILE_ROWS": "128"}),
+}
 
 
 def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs: str = "random") -> dict:
@@ -103,7 +110,9 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
     dense_range = (video, seq) if text else None
     for density in densities:
         for label in variants:
-            tile, rule = VARIANTS[label]
+            tile, rule, env = (*VARIANTS[label], {}) if label in VARIANTS else KERNEL_VARIANTS[label]
+            saved_env = {key: os.environ.get(key) for key in env}
+            os.environ.update(env)
             tiles = None if tile == "raster" else QueryTiles(GRIDS[shape], tile)
             if rule == "minp":
                 thr, cap = calibrate_threshold(qv, kv, density, query_tiles=tiles), None
@@ -153,6 +162,11 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
                 "rel_err_vs_dense": rel_dense, "kernel_rel_err_vs_fp32_ref": kern_err,
             })
             sel = out = None  # free the lists before the next variant
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     return res
 
 

@@ -13,6 +13,9 @@ from .sparse_format import VectorSelection
 from .tiles import QueryTiles, block_of_token
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
+# the Triton kernel with 128 rows per program (128-query tiles, `VECDIT_TRITON_TILE_ROWS=128`): an
+# experiment of the kernel issue, timed by `python -m vecdit.bench attention --variants tiles128-triton-*`
+TILE_ROWS_128_CONFIG = dict(num_warps=8, num_stages=2)
 ATTN_CONFIGS = {
     64: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
     128: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
@@ -126,7 +129,14 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
 
     batch, seq_q, heads, dim = q.shape
-    programs = -(-seq_q // QUERY_BLOCK)
+    cfg = dict(config or ATTN_CONFIGS[dim])
+    rows = cfg.pop("BLOCK_M", QUERY_BLOCK)
+    if config is None and block_size == 128 and os.environ.get("VECDIT_TRITON_TILE_ROWS", "64") == "128":
+        rows = 128  # one program per 128-query tile: each gathered K/V tile feeds 128 rows, not 64
+        cfg.update(TILE_ROWS_128_CONFIG)
+    if rows not in (QUERY_BLOCK, block_size):
+        raise ValueError(f"rows per program must be {QUERY_BLOCK} or the block size {block_size}, got {rows}")
+    programs = -(-seq_q // rows)
     out = torch.empty(batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
     vec_sparse_attn_fwd_kernel[(programs, batch * heads)](
@@ -135,8 +145,8 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
         scale * 1.4426950408889634,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, seq_q, -(-seq_q // block_size), dense_start, dense_end,
-        HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, UPCAST=interpret_mode(), INDEXED=query_index is not None,
-        PROGRAMS_PER_ROW=block_size // QUERY_BLOCK, **(config or ATTN_CONFIGS[dim]),
+        HEAD_DIM=dim, BLOCK_M=rows, UPCAST=interpret_mode(), INDEXED=query_index is not None,
+        PROGRAMS_PER_ROW=block_size // rows, **cfg,
     )
     return out, lse
 
