@@ -134,3 +134,18 @@ def test_peer_benchmark_recall_is_paired_and_bounded(monkeypatch):
     assert row["key_density"] == pytest.approx(0.25, abs=0.01) and 0.25 < row["recall"] < 1.0
     half = peers._recall(q, k, blocks, lambda h, b: torch.arange(k.shape[1]) % 2 == 0, heads=2)
     assert half["key_density"] == 0.5 and 0 < half["recall"] < 1
+
+
+def test_tile_pairs_union_contains_own_lists_and_matches_compute():
+    from vecdit.lab.pairs import pair_rows, summarize_pairs
+    from vecdit.lab.synthetic import GEOMETRIES, SyntheticConfig, structured_qkv
+
+    q, k, _ = structured_qkv(SyntheticConfig(geometry="cpu-small", heads=2, head_dim=128))
+    rows = pair_rows(q, k, GEOMETRIES["cpu-small"][0], [0.1, 0.25], pairs=2)
+    assert len(rows) == 2 * 2 * 2
+    for r in rows:
+        budget = int(r["density"] * q.shape[1])
+        assert 1.0 <= r["union_factor"] <= 2.0
+        assert r["union"] >= r["own"] - 1e-12  # the union holds each tile's own list
+        assert r["matched_keys_per_tile"] <= budget
+    assert {s["density"] for s in summarize_pairs(rows)} == {0.1, 0.25}

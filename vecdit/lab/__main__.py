@@ -88,11 +88,19 @@ def main(argv=None) -> int:
     d.add_argument("--targets", nargs="+", type=float, default=[0.1, 0.25, 0.5])
     d.add_argument("--layers", type=int, default=4, help="proxy seeds, one per layer")
     d.add_argument("--out", default="bench/results")
+    pa = sub.add_parser("pairs", help="neighbouring 64-query tiles: own lists vs their union (128-row programs)")
+    pa.add_argument("--geometry", nargs="+", default=["wan2.1-480p"], choices=list(GEOMETRIES))
+    pa.add_argument("--heads", type=int, default=8)
+    pa.add_argument("--pairs", type=int, default=8, help="sampled tile pairs per head")
+    pa.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.25])
+    pa.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     if args.what == "density":
         return _density(args, device, card)
+    if args.what == "pairs":
+        return _pairs(args, card)
     results = {}
     for geometry in args.geometry:
         cfg = SyntheticConfig(geometry=geometry, heads=args.heads, head_dim=128, seed=args.seed)
@@ -131,6 +139,28 @@ def _density(args, device, card) -> int:
     worst = max(abs(r["achieved"] - r["target"]) for r in rows)
     print(f"wrote {stem}.{{json,md}}; largest per-layer deviation {worst:.4f}")
     return 0 if worst <= 0.02 else 1
+
+
+def _pairs(args, card) -> int:
+    from .pairs import pair_rows, pairs_markdown, summarize_pairs
+
+    results = {}
+    for geometry in args.geometry:
+        q, k, _ = structured_qkv(SyntheticConfig(geometry=geometry, heads=args.heads, head_dim=128), device="cpu")
+        rows = pair_rows(q, k, GEOMETRIES[geometry][0], args.densities, args.pairs)
+        results[geometry] = {"grid": list(GEOMETRIES[geometry][0]), "heads": args.heads, "pairs": args.pairs,
+                             "rows": rows, "summary": summarize_pairs(rows)}
+        print(pairs_markdown({geometry: results[geometry]}, card), flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"pairs-{'-'.join(args.geometry)}-{card.lower().replace(' ', '-')}-"
+                                  f"{datetime.date.today().isoformat()}")
+    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+    with open(stem + ".json", "w") as f:
+        json.dump({"environment": env, "results": results}, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(pairs_markdown(results, card))
+    print("wrote", stem + ".{json,md}")
+    return 0
 
 
 if __name__ == "__main__":
