@@ -163,10 +163,12 @@ def test_pipeline_benchmark_smoke_run_on_the_tiny_model(tmp_path):
 
     from vecdit.bench.__main__ import main as bench
 
-    assert bench(["pipeline", "--models", "tiny", "--variants", "stock", "vecdit", "--device", "cpu", "--steps", "10",
-                  "--repeats", "1", "--out", str(tmp_path)]) == 0
-    result = json.loads(next(tmp_path.glob("pipeline-tiny-*.json")).read_text())["results"][0]
-    assert sum(result["schedule"].values()) == 10 and result["schedule"]["dense"] == 1  # 6% of 10 steps, rounded up
-    assert set(result["runs"]) == {"stock", "vecdit"}
-    assert result["runs"]["vecdit"]["step_s"]["dense"] == result["runs"]["stock"]["step_s"]["stock"]
-    assert all(r["total_s"] > 0 for r in result["runs"].values())
+    assert bench(["pipeline", "--models", "tiny", "tiny-hunyuan", "--variants", "stock", "vecdit", "--device", "cpu",
+                  "--steps", "10", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    results = json.loads(next(tmp_path.glob("pipeline-tiny-*.json")).read_text())["results"]
+    assert [r["cfg_passes"] for r in results] == [2, 1]  # Wan's CFG; HunyuanVideo is guidance-distilled
+    for result in results:
+        assert sum(result["schedule"].values()) == 10 and result["schedule"]["dense"] == 1  # 6% of 10, rounded up
+        assert set(result["runs"]) == {"stock", "vecdit"}
+        assert result["runs"]["vecdit"]["step_s"]["dense"] == result["runs"]["stock"]["step_s"]["stock"]
+        assert all(r["total_s"] > 0 for r in result["runs"].values())

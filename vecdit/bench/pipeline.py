@@ -25,7 +25,9 @@ from .common import environment
 MODELS = {
     "wan2.1-t2v-1.3b": dict(height=480, width=832, frames=81),
     "wan2.1-t2v-14b": dict(height=720, width=1280, frames=81),
-    "tiny": dict(height=128, width=128, frames=9),  # a CPU smoke run of the whole path
+    "hunyuanvideo": dict(height=720, width=1280, frames=129),
+    "tiny": dict(height=128, width=128, frames=9),  # CPU smoke runs of the whole path
+    "tiny-hunyuan": dict(height=64, width=64, frames=5),
 }
 VARIANTS = ("stock", "vecdit", "vecdit-compile")
 
@@ -48,44 +50,117 @@ def timed(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def build_pipeline(name: str, device: str):
+class Rig:
+    """What the benchmark needs of one model: its transformer, a timed text encoding, one
+    denoising step (every CFG pass, as its pipeline runs them), the latents and the VAE."""
+
+    def __init__(self, transformer, encode, passes, latents, vae, preset: str):
+        self.transformer, self.encode, self.passes, self.latents, self.vae = transformer, encode, passes, latents, vae
+        self.preset = preset  # the VecAttnConfig preset
+
+    def step(self, index: int, steps: int):
+        with torch.inference_mode():
+            for branch, kwargs in self.passes:
+                with self.transformer.cache_context(branch, step_index=index, num_inference_steps=steps):
+                    self.transformer(hidden_states=self.latents, timestep=torch.tensor([500.0], device=self.latents.device),
+                                     return_dict=False, **kwargs)
+
+
+def _latents(channels, size, scale_t, scale_s, device, dtype):
+    g = torch.Generator(device=device).manual_seed(0)
+    return torch.randn(1, channels, (size["frames"] - 1) // scale_t + 1, size["height"] // scale_s,
+                       size["width"] // scale_s, generator=g, device=device, dtype=dtype)
+
+
+def wan_rig(name: str, device: str) -> Rig:
     if name == "tiny":
         from vecdit.pipelines.tiny import tiny_wan_pipeline
 
-        return tiny_wan_pipeline().to(device)
-    from vecdit.pipelines.models import PRESETS
-    from vecdit.pipelines.random_weights import random_pipeline
+        pipe = tiny_wan_pipeline().to(device)
+    else:
+        from vecdit.pipelines.models import PRESETS
+        from vecdit.pipelines.random_weights import random_pipeline
 
-    return random_pipeline(name, PRESETS[name], device, torch.bfloat16)
+        pipe = random_pipeline(name, PRESETS[name], device, torch.bfloat16)
+    prompt = ("a red fox running through snow", "")
+
+    def encode():
+        with torch.inference_mode():
+            return pipe.encode_prompt(*prompt, True, max_sequence_length=512, device=device)
+
+    embeds, negative = encode()
+    latents = _latents(pipe.transformer.config.in_channels, MODELS[name], pipe.vae_scale_factor_temporal,
+                       pipe.vae_scale_factor_spatial, device, pipe.transformer.dtype)
+    passes = [("cond", dict(encoder_hidden_states=embeds)), ("uncond", dict(encoder_hidden_states=negative))]
+    return Rig(pipe.transformer, encode, passes, latents, pipe.vae, "wan2.1-t2v-1.3b" if name == "tiny" else name)
+
+
+def hunyuan_rig(name: str, device: str) -> Rig:
+    """HunyuanVideo T2V with random weights: the 13B transformer, its VAE, and text encoders of the
+    real sizes (LLaVA-LLaMA-3-8B's language model on 256 + 95 template tokens, CLIP-L on 77); one
+    pass per step (guidance-distilled, as the pipeline runs it by default)."""
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    full = name == "hunyuanvideo"
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            if full:
+                transformer = HunyuanVideoTransformer3DModel()
+                text = LlamaModel(LlamaConfig(vocab_size=128320, hidden_size=4096, intermediate_size=14336,
+                                              num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8))
+                clip = CLIPTextModel(CLIPTextConfig())
+                vae = AutoencoderKLHunyuanVideo()
+            else:
+                from vecdit.pipelines.tiny import tiny_hunyuan_transformer
+
+                transformer = tiny_hunyuan_transformer()
+                text = LlamaModel(LlamaConfig(vocab_size=256, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                              num_attention_heads=2, num_key_value_heads=2))
+                clip = CLIPTextModel(CLIPTextConfig(vocab_size=256, hidden_size=8, intermediate_size=16,
+                                                    num_hidden_layers=1, num_attention_heads=2, projection_dim=8))
+                vae = AutoencoderKLHunyuanVideo(latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                                                norm_num_groups=4, mid_block_add_attention=False)
+    finally:
+        torch.set_default_dtype(previous)
+    for m in (transformer, text, clip, vae):
+        m.eval().requires_grad_(False)
+    vae = vae.to(device, torch.float32) if not full else vae
+    n_text, valid = (256, 64) if full else (10, 7)
+    ids = torch.randint(0, text.config.vocab_size, (1, n_text + (95 if full else 0)), device=device)
+    clip_ids = torch.randint(0, clip.config.vocab_size, (1, 77 if full else 8), device=device)
+
+    def encode():
+        with torch.inference_mode():
+            return text(input_ids=ids).last_hidden_state[:, -n_text:], clip(input_ids=clip_ids).pooler_output
+
+    hidden, pooled = encode()
+    mask = torch.zeros(1, n_text, dtype=torch.long, device=device)
+    mask[:, :valid] = 1  # a prompt of `valid` tokens, the rest padding
+    if not full:
+        hidden = torch.randn(1, n_text, transformer.config.text_embed_dim, device=device, dtype=dtype)
+        pooled = torch.randn(1, transformer.config.pooled_projection_dim, device=device, dtype=dtype)
+    guidance = torch.tensor([6000.0], device=device, dtype=dtype)
+    passes = [("cond", dict(encoder_hidden_states=hidden, encoder_attention_mask=mask, pooled_projections=pooled,
+                            guidance=guidance))]
+    latents = _latents(transformer.config.in_channels, MODELS[name], 4, 8, device, dtype)
+    return Rig(transformer, encode, passes, latents, vae, "hunyuanvideo")
 
 
 def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2, device: str = "cuda",
                  config: VecAttnConfig | None = None) -> dict:
     size = MODELS[name]
-    pipe = build_pipeline(name, device)
-    pipe.set_progress_bar_config(disable=True)
-    transformer = pipe.transformer
-    dtype = transformer.dtype
-    with torch.inference_mode():
-        text_s = timed(lambda: pipe.encode_prompt("a red fox running through snow", "", True, max_sequence_length=512,
-                                                  device=device), device, repeats)
-        embeds, negative = pipe.encode_prompt("a red fox running through snow", "", True, max_sequence_length=512,
-                                              device=device)
-    scale_t, scale_s = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
-    g = torch.Generator(device=device).manual_seed(0)
-    latents = torch.randn(1, transformer.config.in_channels, (size["frames"] - 1) // scale_t + 1,
-                          size["height"] // scale_s, size["width"] // scale_s, generator=g, device=device, dtype=dtype)
-    timestep = torch.tensor([500.0], device=device)
+    rig = (hunyuan_rig if "hunyuan" in name else wan_rig)(name, device)
+    transformer = rig.transformer
+    text_s = timed(rig.encode, device, repeats)
 
     def step(index: int):
-        """One denoising step: both CFG passes, as WanPipeline runs them."""
-        with torch.inference_mode():
-            for branch, context in (("cond", embeds), ("uncond", negative)):
-                with transformer.cache_context(branch, step_index=index, num_inference_steps=steps):
-                    transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=context,
-                                return_dict=False)
+        rig.step(index, steps)
 
-    config = config or VecAttnConfig.for_model(name if name != "tiny" else "wan2.1-t2v-1.3b")
+    config = config or VecAttnConfig.for_model(rig.preset)
     n_dense = config.num_dense_steps(steps) + config.num_dense_last_steps(steps)
     sparse_steps = steps - n_dense
     n_select = -(-sparse_steps // config.reuse_interval)
@@ -93,7 +168,7 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     runs = {}
     for variant in variants:
         if variant != "stock":
-            vecdit.enable(pipe, config)
+            vecdit.enable(transformer, config)
         if variant == "vecdit-compile":
             torch._dynamo.reset()
             transformer.compile_repeated_blocks(fullgraph=True)
@@ -112,16 +187,17 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
             denoise = n_dense * seconds["dense"] + n_select * seconds["select"] + n_reuse * seconds.get("reuse", 0.0)
         runs[variant] = {"step_s": seconds, "denoise_s": denoise}
         if variant != "stock":
-            vecdit.disable(pipe)
+            vecdit.disable(transformer)
         if variant == "vecdit-compile":  # back to the eager blocks for the next variant
             torch._dynamo.reset()
             for module in transformer.modules():
                 if getattr(module, "_compiled_call_impl", None) is not None:
                     module._compiled_call_impl = None
-    vae = pipe.vae
-    if hasattr(vae, "enable_tiling") and name != "tiny":
+    vae = rig.vae
+    if hasattr(vae, "enable_tiling") and not name.startswith("tiny"):
         vae.enable_tiling()
-    z = latents[:, :vae.config.z_dim].to(vae.dtype)
+    channels = vae.config.get("z_dim", vae.config.get("latent_channels"))
+    z = rig.latents[:, :channels].to(vae.dtype)
     with torch.inference_mode():
         decode_s = timed(lambda: vae.decode(z, return_dict=False), device, 1)
     for run in runs.values():
@@ -131,7 +207,7 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
         run["speedup_vs_stock"] = stock_total / run["total_s"] if stock_total else None
         run["denoise_speedup_vs_stock"] = (runs["stock"]["denoise_s"] / run["denoise_s"]) if stock_total else None
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.device(device).type == "cuda" else None
-    return {"model": name, **size, "steps": steps, "config": config.to_dict(),
+    return {"model": name, **size, "steps": steps, "config": config.to_dict(), "cfg_passes": len(rig.passes),
             "schedule": {"dense": n_dense, "select": n_select, "reuse": n_reuse},
             "text_encoding_s": text_s, "vae_decode_s": decode_s, "runs": runs, "peak_memory_gb": peak}
 
@@ -139,7 +215,8 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
 def pipeline_markdown(env: dict, results: list[dict]) -> str:
     lines = [f"# vecdit pipeline benchmark on {env['card']}", "",
              f"torch {env['torch']}, triton {env['triton']}, {env['date']}. Full-size configs, random weights, bf16 "
-             "(VAE fp32, tiled decode), batch 1, CFG (2 passes per step). One timed step of each kind, projected to the "
+             "(tiled decode), batch 1, each step as its pipeline runs it (Wan: CFG, 2 passes; HunyuanVideo: 1, "
+             "guidance-distilled). One timed step of each kind, projected to the "
              "run's steps with the preset's schedule; text encoding and VAE decode are the same for every variant.", ""]
     for r in results:
         sch = r["schedule"]
