@@ -20,7 +20,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
+from vecdit.schedule import KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
 from vecdit.utils import warn_once
 
 
@@ -79,10 +79,10 @@ class SparseAttention:
     def _dense(self, q, k, v):
         return dispatch_attention_fn(q, k, v, backend=self._attention_backend)
 
-    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
+    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
         """Sparse attention of the video queries `q` over `k[:, :n_select]` (selected) and
         `dense_range` (always attended). `heads` = (first head, heads of the model) when q holds a
-        slice of the heads (Ulysses)."""
+        slice of the heads (Ulysses); `module` is the attention module (its reuse state)."""
         cfg = self.config
         collect = cfg.collect_stats and hook is not None
         timer = Timer(q.device) if collect else None
@@ -92,8 +92,10 @@ class SparseAttention:
         if isinstance(threshold, torch.Tensor):
             threshold = threshold[first:first + q.shape[2]]
         tiles = self._query_tiles(hook, q.shape[1])
-        # reuse keeps the bitmask form (9/64 bytes per block and key), expanded again on reuse steps
-        cached = hook.cached(layer) if (phase is Phase.REUSE and hook is not None) else None
+        # reuse keeps the bitmask form (9/64 bytes per block and key) on the module, expanded again
+        # on reuse steps; the step hook decided before the forward which modules keep theirs
+        slot = getattr(module, REUSE_SLOT, None) if hook is not None else None
+        cached = slot.get(hook.t.branch) if (phase is Phase.REUSE and slot is not None) else None
         if cached is not None and (cached.num_keys != n_select or cached.batch != q.shape[0]
                                    or cached.query_tiles != tiles):
             cached = None  # a different shape (resolution change mid-run): select again
@@ -101,7 +103,7 @@ class SparseAttention:
         if not kernel:
             warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
                       "running the PyTorch reference (slow, for tests and CPU)")
-        keep_for_reuse = hook is not None and cfg.reuse_interval > 1
+        keep_for_reuse = slot is not None and getattr(module, KEEP_FLAG, False)
         if cached is not None:
             selection = cached.expand()
         else:
@@ -116,7 +118,7 @@ class SparseAttention:
                 selection = vector_selection_reference(q, k[:, :n_select], threshold, **kwargs)
                 bits = SelectionBitmask.from_selection(selection) if keep_for_reuse else None
             if keep_for_reuse:
-                hook.store(layer, bits)
+                slot[hook.t.branch] = bits
         t1 = timer.mark() if collect else None
         # decided on the host without a sync: top-k by its budget, min-p by the index buffer's size
         # (count, then fill); a top-k rounding or sampled-cut excess over the budget never falls back

@@ -81,9 +81,10 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
             else:
                 heads = (exchange[2], exchange[3]) if exchange is not None else None
                 if self.config.text_handling == "always":
-                    video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads)
+                    video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads,
+                                         module=attn)
                 else:
-                    video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads)
+                    video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads, module=attn)
                 out = torch.cat([video, self._dense(q[:, n_video:n_queries], k, v)], 1)
             if n_queries < q.shape[1]:
                 out = torch.cat([out, out.new_zeros(out.shape[0], q.shape[1] - n_queries, *out.shape[2:])], 1)

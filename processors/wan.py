@@ -43,13 +43,13 @@ class WanVecAttnProcessor(SparseAttention):
         value = value.unflatten(2, (attn.heads, -1))
         parallel = self._parallel()
         if parallel is None:
-            out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer)
+            out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer, module=attn)
         else:
-            out = self._sparse_ulysses(query, key, value, parallel, phase, hook, layer)
+            out = self._sparse_ulysses(query, key, value, parallel, phase, hook, layer, attn)
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
-    def _sparse_ulysses(self, query, key, value, parallel, phase, hook, layer):
+    def _sparse_ulysses(self, query, key, value, parallel, phase, hook, layer, attn):
         """Inside diffusers' Ulysses all-to-all: each rank sees the whole sequence for H/N heads,
         so selection and kernel run unchanged on the local heads."""
         from diffusers.models.attention_dispatch import _templated_context_parallel_attention
@@ -67,7 +67,8 @@ class WanVecAttnProcessor(SparseAttention):
 
         def forward_op(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
                        return_lse=False, _save_ctx=True, _parallel_config=None):
-            return self._sparse(q, k, v, k.shape[1], None, phase, hook, layer, heads=(first_head, query.shape[2]))
+            return self._sparse(q, k, v, k.shape[1], None, phase, hook, layer, heads=(first_head, query.shape[2]),
+                                module=attn)
 
         return _templated_context_parallel_attention(query, key, value, None, 0.0, False, None, False, False,
                                                      forward_op=forward_op, backward_op=None, _parallel_config=parallel)

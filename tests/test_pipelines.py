@@ -116,11 +116,11 @@ def test_step_trace_warmup_reuse_branches_expert_switch_and_reset(name):
     hooks = [get_step_hook(m) for m in models]
     left_behind = []
     if len(models) == 2:  # at every low-noise forward the high-noise expert holds no selection
-        models[1].register_forward_hook(lambda *a: left_behind.append(len(hooks[0].t.selections)))
+        models[1].register_forward_hook(lambda *a: left_behind.append(len(hooks[0].selections())))
     traces = []
     for _ in range(2):  # the second call must start from a reset schedule
         generate(pipe, kwargs, steps=5)
-        assert all(h.t.history == [] and h.t.selections == {} for h in hooks)
+        assert all(h.t.history == [] and h.selections() == {} for h in hooks)
         traces.append({i: h.last.history for i, h in enumerate(hooks) if h.last.history})
     expected = expected_trace(expert_of_each_step(pipe), 1, 2, branches)
     assert traces[0] == expected and traces[1] == expected
@@ -169,10 +169,12 @@ def _spy_sparse_calls(monkeypatch):
 
     calls, real = [], sparse.SparseAttention._sparse
 
-    def spy(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
-        reused = phase.value == "reuse" and hook.cached(layer) is not None
-        calls.append((hook.t.step, hook.t.branch, layer, phase.value, reused))
-        return real(self, q, k, v, n_select, dense_range, phase, hook, layer, heads)
+    def spy(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
+        from vecdit.schedule import REUSE_SLOT
+
+        reused = phase.value == "reuse" and hook.t.branch in getattr(module, REUSE_SLOT, {})
+        calls.append((hook.t.step, hook.t.branch, hook.layer(module), phase.value, reused))
+        return real(self, q, k, v, n_select, dense_range, phase, hook, layer, heads, module)
 
     monkeypatch.setattr(sparse.SparseAttention, "_sparse", spy)
     return calls

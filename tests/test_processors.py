@@ -142,7 +142,7 @@ def test_schedule_on_wan_pipeline_with_only_set_attn_processor():
     hook = processor.step_hook
     assert hook is not None
     # reset after the generation (diffusers resets stateful hooks at the end of __call__)
-    assert hook.t.history == [] and hook.t.selections == {}
+    assert hook.t.history == [] and hook.selections() == {}
 
 
 def _traced_generation(pipe, steps, guidance):
@@ -180,7 +180,7 @@ def test_cond_and_uncond_keep_separate_selections():
 
     def on_step_end(p, i, t, kwargs):
         hook = p.transformer._diffusers_hook.get_hook("vecdit_step")
-        seen.append(sorted(hook.t.selections))
+        seen.append(sorted(hook.selections()))
         return {}
 
     pipe("a fox", num_inference_steps=2, guidance_scale=5.0, height=128, width=128, num_frames=9,
@@ -193,12 +193,12 @@ def test_reuse_budget_bounds_the_cache():
     vecdit.enable(model, VecAttnConfig(threshold=0.5, dense_steps=0, reuse_interval=4, reuse_budget_gb=0.0))
     hook = model._diffusers_hook.get_hook("vecdit_step")
     run(model, wan_inputs())
-    assert hook.t.selections == {} and hook.t.cached_bytes == 0
+    assert hook.selections() == {} and hook.cached_bytes() == 0
     model2 = tiny_wan_transformer()
     vecdit.enable(model2, VecAttnConfig(threshold=0.5, dense_steps=0, reuse_interval=4))
     hook2 = model2._diffusers_hook.get_hook("vecdit_step")
     run(model2, wan_inputs())
-    assert len(hook2.t.selections) == 2 and hook2.t.cached_bytes > 0
+    assert len(hook2.selections()) == 2 and hook2.cached_bytes() > 0
     reused = run(model2, dict(wan_inputs(), timestep=torch.tensor([600.0])))  # step 1: reuse
     assert hook2.t.phase.value == "reuse" and torch.isfinite(reused).all()
 

@@ -137,9 +137,10 @@ class VecAttnConfig:
     @property
     def needs_layer_index(self) -> bool:
         """Whether the processors need each call's layer index: dense layers, a per-layer threshold
-        table, selections kept for reuse, stats. Compiled blocks specialize per layer then."""
+        table, stats. Compiled blocks specialize per layer then (reuse does not: its state is on the
+        modules)."""
         table = self.threshold is not None and torch.as_tensor(self.threshold).dim() == 2
-        return bool(self.dense_layers) or table or self.reuse_interval > 1 or self.collect_stats
+        return bool(self.dense_layers) or table or self.collect_stats
 
     @property
     def raster(self) -> bool:

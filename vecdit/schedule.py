@@ -25,6 +25,11 @@ from .utils import warn_once
 VEC_STEP_HOOK = "vecdit_step"
 # set on the sparse-capable attention modules (the same value on all: compiled blocks share one graph)
 SPARSE_LAYER_FLAG = "_vecdit_sparse_layer"
+# per sparse module: its selections kept for reuse ({branch: SelectionBitmask}), and whether this
+# forward's selection is to be kept. State on the module, decided here at the root before the
+# forward: a compiled block reads and writes it without reading the layer index or byte counts
+REUSE_SLOT = "_vecdit_reuse"
+KEEP_FLAG = "_vecdit_keep"
 # sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
 _SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
 
@@ -63,10 +68,7 @@ class _Tracker:
     passes: int = 0  # forwards so far in this step, where no cache context names the branch
     phase: Phase = Phase.DENSE
     num_inference_steps: int | None = None
-    selections: dict = field(default_factory=dict)  # (branch, layer) -> SelectionBitmask
-    selected_at: dict = field(default_factory=dict)  # (branch, layer) -> the step it was selected at
     last_select: dict = field(default_factory=dict)  # branch -> its last selecting step
-    cached_bytes: int = 0
     history: list = field(default_factory=list)  # (branch, step, phase) per forward
     stats: list = field(default_factory=list)
     grid: tuple[int, int, int] | None = None  # post-patchify (frames, height, width) of this forward
@@ -85,6 +87,7 @@ class VecStepHook(ModelHook):
         self.state_manager = StateManager(_ContextSink)
         self.parallel_config = None  # the model's diffusers context-parallel config, read every forward
         self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
+        self.modules: list = []  # the sparse-capable attention modules, in layer order
         self.t = _Tracker()
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
         self._tiles: dict = {}  # grid -> QueryTiles (their index is built once per resolution)
@@ -96,15 +99,65 @@ class VecStepHook(ModelHook):
         for name, sub in module.named_modules():
             if _SPARSE_LAYER_PATTERN.match(name):
                 self.layer_of[id(sub)] = index
+                self.modules.append(sub)
                 setattr(sub, SPARSE_LAYER_FLAG, True)
+                setattr(sub, REUSE_SLOT, {})
+                setattr(sub, KEEP_FLAG, False)
                 index += 1
         return module
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
-        for sub in module.modules():
-            if getattr(sub, SPARSE_LAYER_FLAG, False):
-                delattr(sub, SPARSE_LAYER_FLAG)
+        for sub in self.modules:
+            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG):
+                if hasattr(sub, name):
+                    delattr(sub, name)
+        self.modules = []
         return module
+
+    # -- selections kept for reuse (on the modules) ------------------------------------------------
+    def selections(self) -> dict:
+        """{(branch, layer): SelectionBitmask} kept for reuse."""
+        return {(branch, i): bits for i, m in enumerate(self.modules) for branch, bits in getattr(m, REUSE_SLOT, {}).items()}
+
+    def cached_bytes(self) -> int:
+        return sum(bits.nbytes() for bits in self.selections().values())
+
+    def clear_selections(self, branch: str | None = None) -> None:
+        for m in self.modules:
+            slot = getattr(m, REUSE_SLOT, None)
+            if slot is not None:
+                if branch is None:
+                    slot.clear()
+                else:
+                    slot.pop(branch, None)
+
+    def _plan_reuse(self, hidden_states) -> None:
+        """Before a forward: which modules keep this forward's selection (selecting steps, within
+        `reuse_budget_gb`, in layer order, estimated from the shapes), and, on a selecting step, the
+        branch's old selections dropped, so that a module whose attention a cache skips now holds
+        none at the next reuse step (it selects again there)."""
+        t, cfg = self.t, self.config
+        keep = [False] * len(self.modules)
+        if t.phase is Phase.SELECT and cfg.reuse_interval > 1:
+            self.clear_selections(t.branch)
+            used = self.cached_bytes()  # the other branches' selections
+            per_module = self._estimate_bytes(hidden_states)
+            for i, m in enumerate(self.modules):
+                size = per_module(m)
+                if used + size <= cfg.reuse_budget_gb * 2**30:
+                    keep[i], used = True, used + size
+        for m, k in zip(self.modules, keep):
+            setattr(m, KEEP_FLAG, k)
+
+    def _estimate_bytes(self, hidden_states):
+        """Bytes of one module's SelectionBitmask on this forward's video (9/64 per block and key)."""
+        grid = self.t.grid
+        if grid is None or not isinstance(hidden_states, torch.Tensor):
+            return lambda m: 0
+        tokens = grid[0] * grid[1] * grid[2]
+        block = self._grid_tiles(grid).block_size if not self.config.raster else 64
+        blocks, words = -(-tokens // block), -(-tokens // 64)
+        return lambda m: hidden_states.shape[0] * getattr(m, "heads", 1) * blocks * words * 9
 
     def _num_steps(self, ctx) -> int | None:
         if ctx is not None and ctx.num_inference_steps:
@@ -123,8 +176,8 @@ class VecStepHook(ModelHook):
         t.last_step = t.step
         t.num_inference_steps = self._num_steps(ctx)
         for other in self.experts:  # Wan2.2: the other expert's selections are never read again
-            if other is not self and other.t.selections:
-                other.t.selections, other.t.cached_bytes = {}, 0
+            if other is not self:
+                other.clear_selections()
         t.phase = self._decide_phase()
         if t.phase is Phase.SELECT:
             t.last_select[t.branch] = t.step
@@ -163,7 +216,7 @@ class VecStepHook(ModelHook):
                 return Phase.DENSE
         if sparse_step % cfg.reuse_interval:
             # nothing to reuse in this branch (first sparse step of an expert, budget full): select
-            if any(branch == t.branch for branch, _ in t.selections):
+            if any(t.branch in getattr(m, REUSE_SLOT, {}) for m in self.modules):
                 return Phase.REUSE
         return Phase.SELECT
 
@@ -175,6 +228,7 @@ class VecStepHook(ModelHook):
         self.t.grid = latent_grid(module, hidden_states)
         if self.t.grid is not None and not self.config.raster:
             self._grid_tiles(self.t.grid, hidden_states.device)
+        self._plan_reuse(hidden_states)
         # what the processors need from the forward's inputs as Python values, read here, eagerly,
         # so that compiled blocks hold no data-dependent read (HunyuanVideo's valid text lengths)
         self.t.probe = self.forward_probe(module, args, kwargs) if self.forward_probe is not None else None
@@ -183,7 +237,7 @@ class VecStepHook(ModelHook):
     def reconfigure(self, config: VecAttnConfig) -> None:
         """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
         self.config, self._tiles = config, {}
-        self.t.selections, self.t.cached_bytes = {}, 0
+        self.clear_selections()
         if self.t.history:
             self.t.phase = self._decide_phase()
             if self.t.phase is Phase.SELECT:
@@ -192,7 +246,7 @@ class VecStepHook(ModelHook):
 
     def reset_state(self, module):
         if self.t.history:
-            self.t.selections, self.t.cached_bytes = {}, 0
+            self.clear_selections()
             self.last = self.t
         self.t = _Tracker()
         self.state_manager.reset()
@@ -219,28 +273,6 @@ class VecStepHook(ModelHook):
         if device is not None:
             tiles.query_index(device)
         return tiles
-
-    def cached(self, layer: int):
-        """This layer's selection from the branch's last selecting step, or None: a layer whose
-        attention was skipped there (diffusers' block caches) selects again instead of reusing an
-        older selection."""
-        key = (self.t.branch, layer)
-        if self.t.selected_at.get(key) != self.t.last_select.get(self.t.branch):
-            return None
-        return self.t.selections.get(key)
-
-    def store(self, layer: int, selection) -> bool:
-        """Keep a selection for reuse if the budget allows; False means it will be recomputed."""
-        key = (self.t.branch, layer)
-        old = self.t.selections.pop(key, None)
-        if old is not None:
-            self.t.cached_bytes -= old.nbytes()
-        if self.t.cached_bytes + selection.nbytes() > self.config.reuse_budget_gb * 2**30:
-            return False
-        self.t.selections[key] = selection
-        self.t.selected_at[key] = self.t.step
-        self.t.cached_bytes += selection.nbytes()
-        return True
 
 
 def latent_grid(transformer, hidden_states) -> tuple[int, int, int] | None:

@@ -63,7 +63,7 @@ class CalibrationProcessor(VecAttnProcessor):
         super().__init__(VecAttnConfig(dense_steps=0))
         self.sink, self.steps = sink, set(steps)
 
-    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None):
+    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
         if hook is not None and layer is not None and hook.t.step in self.steps:
             self.sink(layer, q, k[:, :n_select], v[:, :n_select], heads[0] if heads else 0,
                       self._query_tiles(hook, q.shape[1]))
