@@ -4,10 +4,10 @@ diffusers / transformers classes, trained here, saved with `save_pretrained` (fp
 
     python -m vecdit.pipelines.tiny_train --out runs/tiny --max-minutes 9     # resumable: run again
 
-Stage 1 trains the `AutoencoderKLWan` as an autoencoder on the clips (L1 + a small KL term), then
-fixes its latent mean / std. Stage 2 trains the `WanTransformer3DModel` and the small UMT5 text
-encoder jointly with the flow-matching loss on the frozen VAE's latents (captions dropped 10% of
-the time, for classifier-free guidance). Every `--save-every` steps a checkpoint (models,
+Stage 1 trains the `AutoencoderKLWan` as an autoencoder on short clips and crops (L1 + a small KL
+term), then fixes its latent mean / std. Stage 2 encodes a fixed set of clips once with the frozen
+VAE and trains the `WanTransformer3DModel` and the small UMT5 text encoder jointly with the
+flow-matching loss on those latents (captions dropped 10% of the time, for classifier-free guidance). Every `--save-every` steps a checkpoint (models,
 optimizer, step, stage, loss history) is written, so a run of under 10 minutes picks up where the
 last one stopped; when both stages are done the pipeline folder and a loss-curve PNG are written.
 """
@@ -46,8 +46,11 @@ class TinyModelConfig:
 
 @dataclass
 class TrainConfig:
-    vae_steps: int = 3000
+    vae_steps: int = 2000
     dit_steps: int = 12000
+    # the DiT stage trains on this many clips encoded once by the frozen VAE (re-encoding every
+    # batch would cost more than the DiT step); batches are drawn from them by the step's seed
+    dit_clips: int = 4096
     batch: int = 8
     lr_vae: float = 3e-4
     lr_dit: float = 3e-4
@@ -194,6 +197,19 @@ class Trainer:
         std = torch.tensor(vae.config.latents_std, device=z.device).view(shape)
         return (z - mean) / std
 
+    def _latent_batch(self, step: int):
+        """A DiT batch from the encoded clip set (built on first use, the same after a resume)."""
+        if getattr(self, "_latent_set", None) is None:
+            latents, captions, chunk = [], [], max(1, self.tcfg.batch)
+            for start in range(0, self.tcfg.dit_clips, chunk):
+                video, caps = clip_batch(start // chunk, chunk, self.mcfg, self.tcfg.seed + 1, self.device)
+                latents.append(self._latents(video).to(torch.bfloat16 if self.device.startswith("cuda") else torch.float32))
+                captions += caps
+            self._latent_set = (torch.cat(latents)[: self.tcfg.dit_clips], captions[: self.tcfg.dit_clips])
+        latents, captions = self._latent_set
+        pick = torch.randint(0, latents.shape[0], (self.tcfg.batch,), generator=torch.Generator().manual_seed(step))
+        return latents[pick.to(latents.device)].float(), [captions[i] for i in pick.tolist()]
+
     def run(self, max_minutes: float, log_every: int = 50, max_steps: int | None = None) -> bool:
         """Train until done, `max_minutes` or `max_steps` optimizer steps (this run); True when both
         stages are finished."""
@@ -216,7 +232,7 @@ class Trainer:
                                              frames=self.tcfg.vae_frames)
                 video = random_crop(video, self.tcfg.vae_crop, step)
             else:
-                video, captions = clip_batch(step, self.tcfg.batch, self.mcfg, self.tcfg.seed + 1, self.device)
+                latents, captions = self._latent_batch(step)
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
                 if stage == "vae":
                     loss, report = vae_loss(self.parts["vae"], video, self.tcfg.kl_weight)
@@ -224,7 +240,7 @@ class Trainer:
                     drop = torch.rand(len(captions), generator=torch.Generator().manual_seed(step)) < self.tcfg.caption_dropout
                     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
                     context = encode_text(self.parts, captions, self.mcfg, self.device)
-                    loss = report = flow_loss(self.parts, self._latents(video), context, generator)
+                    loss = report = flow_loss(self.parts, latents, context, generator)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
