@@ -20,7 +20,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
+from vecdit.schedule import DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
 from vecdit.utils import warn_once
 
 
@@ -47,13 +47,11 @@ class SparseAttention:
             hook = self.step_hook = find_or_attach_hook(attn, self.config, self.forward_probe)
         if hook is None:  # an attention module called on its own: no steps, select every call
             return Phase.SELECT, None, None
-        if not getattr(attn, SPARSE_LAYER_FLAG, False):  # not a sparse-capable layer of the model
-            return Phase.DENSE, hook, None
+        if not getattr(attn, SPARSE_LAYER_FLAG, False) or getattr(attn, DENSE_FLAG, False):
+            return Phase.DENSE, hook, None  # not a sparse-capable layer, or one of `dense_layers`
         # the layer index only where the config needs it: a compiled block reading it would be
-        # specialized (recompiled) per layer; the flag above is the same on every layer
+        # specialized (recompiled) per layer; the flags above take two values at most
         layer = hook.layer(attn) if (self.needs_layer_index or self.config.needs_layer_index) else None
-        if layer is not None and layer in self.config.dense_layers:
-            return Phase.DENSE, hook, layer
         return hook.t.phase, hook, layer
 
     def _parallel(self):
@@ -104,6 +102,13 @@ class SparseAttention:
             warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
                       "running the PyTorch reference (slow, for tests and CPU)")
         keep_for_reuse = slot is not None and getattr(module, KEEP_FLAG, False)
+        if kernel and cfg.rule == "topk" and cfg.budget() > cfg.dense_fallback_density:
+            # the budget keeps nearly everything: cuDNN/flash dense is faster, and nothing is selected
+            out = self._dense(q, k, v)
+            if collect:
+                ones = torch.ones(q.shape[2], device=q.device)
+                hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, ones, (t0, t0, timer.mark())))
+            return out
         if cached is not None:
             selection = cached.expand()
         else:
@@ -120,13 +125,10 @@ class SparseAttention:
             if keep_for_reuse:
                 slot[hook.t.branch] = bits
         t1 = timer.mark() if collect else None
-        # decided on the host without a sync: top-k by its budget, min-p by the index buffer's size
-        # (count, then fill); a top-k rounding or sampled-cut excess over the budget never falls back
-        if cfg.rule == "topk":
-            kept = cfg.budget()
-        else:
-            kept = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
-        fallback = kernel and kept > cfg.dense_fallback_density
+        # min-p: decided by the index buffer's size, known on the host without a sync (the top-k
+        # budget was decided above, so a rounding or sampled-cut excess never falls back)
+        kept = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
+        fallback = kernel and cfg.rule == "minp" and kept > cfg.dense_fallback_density
         if fallback:
             out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
         elif kernel:

@@ -136,11 +136,11 @@ class VecAttnConfig:
 
     @property
     def needs_layer_index(self) -> bool:
-        """Whether the processors need each call's layer index: dense layers, a per-layer threshold
-        table, stats. Compiled blocks specialize per layer then (reuse does not: its state is on the
-        modules)."""
+        """Whether the processors need each call's layer index: a per-layer threshold table, stats.
+        Compiled blocks specialize per layer then (reuse and dense layers do not: their state is on
+        the modules)."""
         table = self.threshold is not None and torch.as_tensor(self.threshold).dim() == 2
-        return bool(self.dense_layers) or table or self.collect_stats
+        return table or self.collect_stats
 
     @property
     def raster(self) -> bool:

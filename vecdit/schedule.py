@@ -30,6 +30,7 @@ SPARSE_LAYER_FLAG = "_vecdit_sparse_layer"
 # forward: a compiled block reads and writes it without reading the layer index or byte counts
 REUSE_SLOT = "_vecdit_reuse"
 KEEP_FLAG = "_vecdit_keep"
+DENSE_FLAG = "_vecdit_dense_layer"  # a layer of `dense_layers`
 # sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
 _SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
 
@@ -104,11 +105,16 @@ class VecStepHook(ModelHook):
                 setattr(sub, REUSE_SLOT, {})
                 setattr(sub, KEEP_FLAG, False)
                 index += 1
+        self._mark_dense_layers()
         return module
+
+    def _mark_dense_layers(self):
+        for i, m in enumerate(self.modules):
+            setattr(m, DENSE_FLAG, i in self.config.dense_layers)
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
         for sub in self.modules:
-            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG):
+            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG):
                 if hasattr(sub, name):
                     delattr(sub, name)
         self.modules = []
@@ -238,6 +244,7 @@ class VecStepHook(ModelHook):
         """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
         self.config, self._tiles = config, {}
         self.clear_selections()
+        self._mark_dense_layers()
         if self.t.history:
             self.t.phase = self._decide_phase()
             if self.t.phase is Phase.SELECT:
