@@ -306,8 +306,10 @@ def main(argv=None) -> int:
     train_cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     trainer = Trainer(args.out, TinyModelConfig(frames=args.frames, size=args.size), train_cfg, args.device)
     done = trainer.run(args.max_minutes)
-    print("done: pipeline in", os.path.join(args.out, "pipeline") if done else
-          f"not yet: stage {trainer.state['stage']} step {trainer.state['step']}; run again to resume")
+    if done:
+        print("done: the pipeline is in", os.path.join(args.out, "pipeline"))
+    else:
+        print(f"not done yet: stage {trainer.state['stage']} step {trainer.state['step']}; run again to resume")
     return 0
 
 
