@@ -111,16 +111,27 @@ def main(argv=None) -> int:
                              "patterns": args.patterns, "per_head": rows, "mean_over_heads": summarize(rows)}
         print(markdown({geometry: results[geometry]}, card), flush=True)
         del q, k, v
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{args.name}-{'-'.join(args.geometry)}-{card.lower().replace(' ', '-')}")
-    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
-    with open(stem + ".json", "w") as f:
-        json.dump({"environment": env, "results": results}, f, indent=1, default=str)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(results, card))
+    stem = _write(args.out, f"{args.name}-{'-'.join(args.geometry)}-{_slug(card)}", card, {"results": results},
+                  markdown(results, card))
     plot(results, stem + ".png")
     print("wrote", stem + ".{json,md,png}")
     return 0
+
+
+def _slug(card: str) -> str:
+    return card.lower().replace(" ", "-")
+
+
+def _write(out: str, name: str, card: str, payload: dict, text: str) -> str:
+    """`out/name.json` (with the environment: card, torch, date) and `out/name.md`; returns the stem."""
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.join(out, name)
+    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+    with open(stem + ".json", "w") as f:
+        json.dump({"environment": env, **payload}, f, indent=1, default=str)
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    return stem
 
 
 def _density(args, device, card) -> int:
@@ -129,13 +140,7 @@ def _density(args, device, card) -> int:
     rows = [r for g in args.geometry for r in density_rows(g, args.targets, args.layers, device=device)]
     text = density_markdown(rows, card)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"density-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
-    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
-    with open(stem + ".json", "w") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(text)
+    stem = _write(args.out, f"density-{_slug(card)}-{datetime.date.today().isoformat()}", card, {"rows": rows}, text)
     worst = max(abs(r["achieved"] - r["target"]) for r in rows)
     print(f"wrote {stem}.{{json,md}}; largest per-layer deviation {worst:.4f}")
     return 0 if worst <= 0.02 else 1
@@ -151,14 +156,8 @@ def _pairs(args, card) -> int:
         results[geometry] = {"grid": list(GEOMETRIES[geometry][0]), "heads": args.heads, "pairs": args.pairs,
                              "rows": rows, "summary": summarize_pairs(rows)}
         print(pairs_markdown({geometry: results[geometry]}, card), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"pairs-{'-'.join(args.geometry)}-{card.lower().replace(' ', '-')}-"
-                                  f"{datetime.date.today().isoformat()}")
-    env = {"card": card, "torch": torch.__version__, "date": datetime.date.today().isoformat()}
-    with open(stem + ".json", "w") as f:
-        json.dump({"environment": env, "results": results}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(pairs_markdown(results, card))
+    stem = _write(args.out, f"pairs-{'-'.join(args.geometry)}-{_slug(card)}-{datetime.date.today().isoformat()}", card,
+                  {"results": results}, pairs_markdown(results, card))
     print("wrote", stem + ".{json,md}")
     return 0
 
