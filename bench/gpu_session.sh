@@ -2,7 +2,7 @@
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
 #   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
-#                              train-tiny|kernel-rows|lab ...]
+#                              train-tiny|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
 set -u
@@ -45,9 +45,23 @@ for step in $steps; do
       (cd /tmp && timeout ${PIPE_TIMEOUT:-560} python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
         --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
-    train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from $OUT/tiny if carried back
-      (cd /tmp && timeout 590 python3 -m vecdit.pipelines.tiny_train --out "$OUT/tiny" \
-        --max-minutes ${TRAIN_MINUTES:-8.5} ${TRAIN_ARGS:-} 2>&1 | tail -30; rm -f "$OUT/tiny/checkpoint.pt.partial") ;;
+    train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from runs/tiny/checkpoint.pt.part* if carried
+      # $OUT returns files of at most 16 MiB: the checkpoint (or the finished pipeline) comes back in 15 MiB parts,
+      # `cat runs/tiny/checkpoint.pt.part* > checkpoint.pt` rebuilds it
+      mkdir -p /tmp/tiny
+      if ls runs/tiny/checkpoint.pt.part* >/dev/null 2>&1; then cat runs/tiny/checkpoint.pt.part* > /tmp/tiny/checkpoint.pt; fi
+      (cd /tmp && timeout 560 python3 -m vecdit.pipelines.tiny_train --out /tmp/tiny --max-minutes ${TRAIN_MINUTES:-8.5} \
+        ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" | tail -30)
+      rm -f /tmp/tiny/checkpoint.pt.partial
+      if [ -f /tmp/tiny/pipeline/model_index.json ]; then
+        tar -C /tmp/tiny -cf /tmp/tiny-pipeline.tar pipeline && split -b 15m -d /tmp/tiny-pipeline.tar "$OUT/tiny-pipeline.tar.part"
+        cp /tmp/tiny/loss.png "$OUT/tiny-loss.png"
+      else
+        split -b 15m -d /tmp/tiny/checkpoint.pt "$OUT/checkpoint.pt.part"
+      fi
+      ls -la "$OUT" ;;
+    tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call
+      (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model /tmp/tiny/pipeline --out "$OUT" 2>&1 | tail -30) ;;
     kernel-rows)  # 128-query tiles: Gluon 2x64 (default), Triton 2x64, Triton one 128-row program
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p wan2.1-14b-720p --inputs structured \
         --variants tiles128-topk tiles128-triton-2x64 tiles128-triton-1x128 --name attention-kernel-rows --out "$OUT" 2>&1 \

@@ -21,12 +21,17 @@ import vecdit
 from vecdit.config import VecAttnConfig
 from vecdit.samples.compare import psnr, ssim
 
-PROMPTS = (
+from .tiny_data import MOTIONS, color_centroid, parse_caption
+
+# one object each, moving along an axis: what `motion_check` reads back from the frames
+MOTION_PROMPTS = (
     "a red circle moving right",
     "a blue square moving left",
     "a yellow triangle moving up",
-    "a green circle bouncing",
-    "a white square moving down on a checkered background",
+    "a green circle moving down",
+)
+PROMPTS = MOTION_PROMPTS + (
+    "a white square bouncing on a checkered background",
     "a purple triangle moving right and a red circle moving left",
 )
 DENSITIES = (0.1, 0.25, 0.5)
@@ -41,22 +46,66 @@ def _generate(pipe, prompt, seed, size, steps, device):
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8), time.perf_counter() - start
 
 
+def motion_of(frames: np.ndarray, color: str) -> dict:
+    """Where the `color` object goes: its centroid averaged over the first and over the last quarter
+    of the frames, the move between them in frame sides (x right, y down) and the share of frames
+    in which the colour is found at all."""
+    found = [color_centroid(f.astype(np.float32) / 255, color) for f in frames]
+    quarter = max(1, len(frames) // 4)
+    first = [c for c in found[:quarter] if c is not None]
+    last = [c for c in found[-quarter:] if c is not None]
+    seen = sum(c is not None for c in found) / len(found)
+    if not first or not last:
+        return {"seen": seen, "move": None}
+    side = frames.shape[2]
+    move = [(np.mean([c[i] for c in last]) - np.mean([c[i] for c in first])) / side for i in (0, 1)]
+    return {"seen": seen, "move": [float(m) for m in move]}
+
+
+def motion_check(frames: np.ndarray, prompt: str, min_move: float = 0.15, min_seen: float = 0.8) -> dict:
+    """Does the video show what a one-object `prompt` says: the colour in most frames, moving at
+    least `min_move` frame sides in the caption's direction, more along that axis than across it."""
+    (obj,) = parse_caption(prompt)["objects"]
+    direction = MOTIONS[obj.motion]
+    report = {"prompt": prompt, **motion_of(frames, obj.color)}
+    along = None if report["move"] is None else sum(d * m for d, m in zip(direction, report["move"]))
+    across = None if report["move"] is None else abs(report["move"][1 if direction[0] else 0])
+    report["ok"] = bool(report["seen"] >= min_seen and along is not None and along >= min_move and along > across)
+    return report
+
+
+def frame_strip(frames: np.ndarray, path: str, count: int = 5) -> str:
+    """`count` evenly spaced frames side by side, as a PNG (the README's strip)."""
+    from PIL import Image
+
+    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    Image.fromarray(np.concatenate([frames[i] for i in picks], axis=1)).save(path)
+    return path
+
+
 def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, orders=tuple(ORDERS),
-            device: str = "cpu") -> dict:
+            device: str = "cpu", strips: dict | None = None) -> dict:
     """Per (order, density): mean PSNR / SSIM against the dense generation of each prompt (same
-    seed), achieved density and seconds; the dense seconds beside them."""
+    seed), achieved density, seconds and how many one-object videos pass `motion_check`; the
+    dense seconds and the dense videos' motion checks beside them. `strips`, if given, receives
+    the first prompt's frames per (order, density) and "dense"."""
     pipe.set_progress_bar_config(disable=True)
     dense, dense_s = {}, []
     for i, prompt in enumerate(prompts):
         dense[prompt], seconds = _generate(pipe, prompt, i, size, steps, device)
         dense_s.append(seconds)
+    motion = [motion_check(dense[p], p) for p in prompts if p in MOTION_PROMPTS]
     rows = []
     for order in orders:
         for density in densities:
             vecdit.enable(pipe, VecAttnConfig(density=density, query_tiles=ORDERS[order], collect_stats=True))
-            scores = []
+            scores, moves = [], []
             for i, prompt in enumerate(prompts):
                 frames, seconds = _generate(pipe, prompt, i, size, steps, device)
+                if prompt in MOTION_PROMPTS:
+                    moves.append(motion_check(frames, prompt)["ok"])
+                if strips is not None and i == 0:
+                    strips[(order, density)] = frames
                 records = vecdit.stats(pipe)["records"]
                 achieved = sum(r["density"] for r in records) / len(records) if records else None
                 scores.append((psnr(frames, dense[prompt]), ssim(frames, dense[prompt]), achieved, seconds))
@@ -66,18 +115,28 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                          "psnr": sum(finite) / len(finite) if finite else float("inf"),
                          "ssim": sum(s[1] for s in scores) / len(scores),
                          "achieved_density": sum(s[2] for s in scores if s[2] is not None) / len(scores),
-                         "seconds": sum(s[3] for s in scores) / len(scores)})
-    return {"prompts": list(prompts), "steps": steps, **size, "dense_seconds": sum(dense_s) / len(dense_s), "rows": rows}
+                         "seconds": sum(s[3] for s in scores) / len(scores),
+                         "motion_ok": f"{sum(moves)}/{len(moves)}"})
+    if strips is not None:
+        strips["dense"] = dense[prompts[0]]
+    return {"prompts": list(prompts), "steps": steps, **size, "dense_seconds": sum(dense_s) / len(dense_s),
+            "motion": motion, "rows": rows}
 
 
 def markdown(result: dict, model: str, card: str) -> str:
     lines = [f"# Tiny model: dense vs vecdit ({model}, {card})", "",
              f"{len(result['prompts'])} prompts, {result['frames']} frames at {result['size']}x{result['size']}, "
              f"{result['steps']} steps, CFG 5; the same seed per prompt. Dense: {result['dense_seconds']:.1f} s per video.",
-             "", "| query order | target density | achieved | PSNR dB | SSIM | s per video |", "| --- | --- | --- | --- | --- | --- |"]
+             "", "Dense, the motion each one-object prompt asks for, read back from the frames (x right, y down; frame sides):",
+             "", "| prompt | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- |"]
+    for m in result["motion"]:
+        move = "not found" if m["move"] is None else f"({m['move'][0]:+.2f}, {m['move'][1]:+.2f})"
+        lines.append(f"| {m['prompt']} | {m['seen']:.0%} of frames | {move} | {'yes' if m['ok'] else 'no'} |")
+    lines += ["", "| query order | target density | achieved | PSNR dB | SSIM | motion ok | s per video |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         lines.append(f"| {r['order']} | {r['density']:g} | {r['achieved_density']:.3f} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{r['motion_ok']} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +159,8 @@ def main(argv=None) -> int:
     pipe = WanPipeline.from_pretrained(folder, dtype=torch.float32).to(device)
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         size = {k: json.load(f)["model_config"][k] for k in ("size", "frames")}
-    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device)
+    strips = {}
+    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
@@ -108,6 +168,9 @@ def main(argv=None) -> int:
         json.dump({"model": folder, "card": card, **result}, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(markdown(result, os.path.basename(os.path.normpath(folder)), card))
+    # the first prompt: dense, then each tile-order density, one row of frames each
+    rows = [strips["dense"]] + [strips[k] for k in sorted(k for k in strips if k != "dense") if k[0] == "tiles"]
+    frame_strip(np.concatenate(rows, axis=1), stem + ".png")
     print(markdown(result, folder, card))
     return 0
 

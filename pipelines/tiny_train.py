@@ -136,6 +136,14 @@ def flow_loss(parts, latents, context, generator):
     return F.mse_loss(pred.float(), (noise - latents).float())
 
 
+def _compact(optimizer_state: dict) -> dict:
+    """Adam's moments in bf16: the checkpoint (about 54 MB at the default sizes) then fits, with the
+    wheels and the working tree, in the 64 MiB a GPU run carries, so a later run can resume from it."""
+    state = {k: {n: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0 else v)
+                 for n, v in entry.items()} for k, entry in optimizer_state["state"].items()}
+    return {**optimizer_state, "state": state}
+
+
 class Trainer:
     def __init__(self, out: str, model_cfg: TinyModelConfig, train_cfg: TrainConfig, device: str):
         self.out, self.mcfg, self.tcfg, self.device = out, model_cfg, train_cfg, device
@@ -166,13 +174,13 @@ class Trainer:
         if self.state["stage"] == "dit":
             self._freeze_vae(ckpt["latent_stats"])
         self.opt = self._optimizer()
-        self.opt.load_state_dict(ckpt["optimizer"])
+        self.opt.load_state_dict(ckpt["optimizer"])  # casts the bf16 moments back to the parameters' fp32
 
     def save(self):
         os.makedirs(self.out, exist_ok=True)
         vae = self.parts["vae"]
         ckpt = {"models": {n: self.parts[n].state_dict() for n in ("vae", "transformer", "text_encoder")},
-                "optimizer": self.opt.state_dict(), "state": self.state,
+                "optimizer": _compact(self.opt.state_dict()), "state": self.state,
                 "latent_stats": {"mean": list(vae.config.latents_mean), "std": list(vae.config.latents_std)},
                 "model_config": asdict(self.mcfg), "train_config": asdict(self.tcfg)}
         tmp = self.checkpoint_path + ".partial"
@@ -200,22 +208,33 @@ class Trainer:
     def _latent_batch(self, step: int):
         """A DiT batch from the encoded clip set (built on first use, the same after a resume)."""
         if getattr(self, "_latent_set", None) is None:
-            latents, captions, chunk = [], [], max(1, self.tcfg.batch)
+            latents, captions, chunk, start_s = [], [], max(1, self.tcfg.batch), time.time()
             for start in range(0, self.tcfg.dit_clips, chunk):
+                if time.time() > getattr(self, "_deadline", float("inf")):
+                    return None, None
                 video, caps = clip_batch(start // chunk, chunk, self.mcfg, self.tcfg.seed + 1, self.device)
                 latents.append(self._latents(video).to(torch.bfloat16 if self.device.startswith("cuda") else torch.float32))
                 captions += caps
             self._latent_set = (torch.cat(latents)[: self.tcfg.dit_clips], captions[: self.tcfg.dit_clips])
+            print(f"encoded {self.tcfg.dit_clips} clips for the DiT stage in {time.time() - start_s:.0f} s", flush=True)
         latents, captions = self._latent_set
         pick = torch.randint(0, latents.shape[0], (self.tcfg.batch,), generator=torch.Generator().manual_seed(step))
         return latents[pick.to(latents.device)].float(), [captions[i] for i in pick.tolist()]
 
+    def _set_lr(self, stage: str, step: int):
+        """A short warm-up, then constant, then a linear decay to a tenth over the last 30% of the stage."""
+        base, steps = (self.tcfg.lr_vae, self.tcfg.vae_steps) if stage == "vae" else (self.tcfg.lr_dit, self.tcfg.dit_steps)
+        warm = min(1.0, (step + 1) / 200)
+        decay = min(1.0, max(0.1, (steps - step) / (0.3 * steps)))
+        for group in self.opt.param_groups:
+            group["lr"] = base * warm * decay
+
     def run(self, max_minutes: float, log_every: int = 50, max_steps: int | None = None) -> bool:
         """Train until done, `max_minutes` or `max_steps` optimizer steps (this run); True when both
         stages are finished."""
-        t_end = time.time() + 60 * max_minutes
+        t_end = self._deadline = time.time() + 60 * max_minutes
         generator = torch.Generator(device=self.device).manual_seed(self.tcfg.seed + self.state["step"])
-        taken = 0
+        taken, t_log = 0, time.time()
         while time.time() < t_end and (max_steps is None or taken < max_steps):
             stage, step = self.state["stage"], self.state["step"]
             if stage == "vae" and step >= self.tcfg.vae_steps:
@@ -233,6 +252,9 @@ class Trainer:
                 video = random_crop(video, self.tcfg.vae_crop, step)
             else:
                 latents, captions = self._latent_batch(step)
+                if latents is None:  # the deadline came while encoding the clip set: the next run redoes it
+                    break
+            self._set_lr(stage, step)
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
                 if stage == "vae":
                     loss, report = vae_loss(self.parts["vae"], video, self.tcfg.kl_weight)
@@ -250,7 +272,8 @@ class Trainer:
             taken += 1
             if (step + 1) % log_every == 0:
                 recent = self.state["losses"][stage][-log_every:]
-                print(f"{stage} step {step + 1}: loss {sum(recent) / len(recent):.4f}", flush=True)
+                rate, t_log = (time.time() - t_log) / log_every, time.time()
+                print(f"{stage} step {step + 1}: loss {sum(recent) / len(recent):.4f} ({rate:.3f} s/step)", flush=True)
             if (step + 1) % self.tcfg.save_every == 0:
                 self.save()
         self.save()
