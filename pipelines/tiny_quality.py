@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = WanPipeline.from_pretrained(folder, dtype=torch.float32).to(device)
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
-        size = {k: json.load(f)["model_config"][k] for k in ("size", "frames")}
+        model_config = json.load(f)["model_config"]
+    size = {k: model_config[k] for k in ("size", "frames")}
     strips = {}
     result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
