@@ -62,9 +62,9 @@ for step in $steps; do
       ls -la "$OUT" ;;
     tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call
       (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model /tmp/tiny/pipeline --out "$OUT" 2>&1 | tail -30) ;;
-    kernel-rows)  # 128-query tiles: Gluon 2x64 (default), Triton 2x64, Triton one 128-row program
+    kernel-rows)  # 128-query tiles: the Gluon kernel (default) against the Triton one
       timeout ${KR_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${KR_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} \
-        --inputs structured --variants tiles128-topk tiles128-triton-2x64 tiles128-triton-1x128 --name attention-kernel-rows --out "$OUT" 2>&1 \
+        --inputs structured --variants tiles128-topk tiles128-triton --name attention-kernel-rows --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -30 ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \

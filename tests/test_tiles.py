@@ -228,30 +228,3 @@ def test_sample_cut_kernel_places_the_reference_cut(n, rank, device):
     out = torch.empty(2, 3, device=device)
     sample_cut(scores.to(device), rank, out)
     assert torch.equal(out.cpu(), lower)
-
-
-def test_triton_kernel_with_one_128_row_program_per_tile(device, monkeypatch):
-    """128-query tiles as one program of 128 rows (`VECDIT_TRITON_TILE_ROWS=128`, the kernel
-    issue's experiment): the same result as the reference, ragged tiles and the text range included."""
-    tiles = QueryTiles((2, 9, 10), (4, 4, 8))
-    seq, heads = math.prod((2, 9, 10)), 2
-    q, k, v = make_qkv((2, seq, seq + 20, heads, 64), torch.bfloat16, device, seed=5)
-    mask = torch.rand(2, heads, tiles.num_blocks(seq), seq, generator=torch.Generator().manual_seed(5)) < 0.3
-    sel = VectorSelection.from_mask(mask.to(device), tiles)
-    text = (seq, seq + 20)
-    monkeypatch.setenv("VECDIT_ATTN_KERNEL", "triton")
-    monkeypatch.setenv("VECDIT_TRITON_TILE_ROWS", "128")
-    from vecdit.ops import _attn_kernel
-
-    grids, kernel = [], _attn_kernel.vec_sparse_attn_fwd_kernel
-
-    class Spy:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(_attn_kernel, "vec_sparse_attn_fwd_kernel", Spy())
-    out = vector_sparse_attention(q, k, v, sel, dense_range=text)
-    assert grids == [(2, 2 * heads)]  # ceil(180 / 128) programs per (batch, head): one per tile
-    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel, text)
-    assert rel_err(out, ref) <= 1e-2

@@ -3,6 +3,7 @@
 from .ops import VectorSelection, vector_selection, vector_sparse_attention
 from .config import PRESETS, VecAttnConfig
 from .api import apply_vec_sparse, disable, enable, is_enabled, remove_vec_sparse, stats
+from .fp8 import quantize_fp8
 
 __version__ = "0.1.0"
 
@@ -18,5 +19,5 @@ def __getattr__(name):
 
 __all__ = [
     "PRESETS", "VecAttnConfig", "VecAttnProcessor", "VectorSelection", "apply_vec_sparse", "disable", "enable",
-    "is_enabled", "remove_vec_sparse", "stats", "vector_selection", "vector_sparse_attention", "__version__",
+    "is_enabled", "quantize_fp8", "remove_vec_sparse", "stats", "vector_selection", "vector_sparse_attention", "__version__",
 ]

@@ -55,13 +55,22 @@ def remove_vec_sparse(transformer) -> bool:
     return True
 
 
-def enable(pipe, config: VecAttnConfig | None = None) -> None:
-    """Switch every transformer of `pipe` to vector-sparse attention.
+def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None:
+    """Switch every transformer of `pipe` to vector-sparse attention; with `fp8=True` also run
+    the Linear layers of its blocks in float8 through torchao (Hopper or Ada; one-way, see
+    `vecdit.fp8`).
 
     >>> vecdit.enable(pipe, vecdit.VecAttnConfig.for_model("wan2.1-t2v-1.3b"))  # doctest: +SKIP
     """
     scheduler = getattr(pipe, "scheduler", None)
     models = _transformers(pipe)
+    if fp8:
+        from .fp8 import quantize_fp8
+
+        for model in models:  # checked before anything changes: a refused fp8 leaves the model as it was
+            if getattr(model, _SAVED, None) is not None:
+                raise ValueError(f"vecdit is already enabled on {type(model).__name__}; call vecdit.disable first")
+        quantize_fp8(pipe)
     for model in models:
         apply_vec_sparse(model, config, scheduler)
     hooks = [get_step_hook(m) for m in models]

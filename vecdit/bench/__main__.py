@@ -92,10 +92,13 @@ def main(argv=None) -> int:
     se.add_argument("--out", default="bench/results")
     pi = sub.add_parser("pipeline", help="a whole generation (text, denoising steps, decode): stock vs vecdit")
     from .pipeline import MODELS as PIPELINE_MODELS
+    from .pipeline import FP8_VARIANTS
     from .pipeline import VARIANTS as PIPELINE_VARIANTS
 
     pi.add_argument("--models", nargs="+", default=["wan2.1-t2v-1.3b", "wan2.1-t2v-14b"], choices=list(PIPELINE_MODELS))
-    pi.add_argument("--variants", nargs="+", default=list(PIPELINE_VARIANTS), choices=list(PIPELINE_VARIANTS))
+    pi.add_argument("--variants", nargs="+", default=list(PIPELINE_VARIANTS),
+                    choices=list(PIPELINE_VARIANTS) + list(FP8_VARIANTS),
+                    help="fp8 variants (torchao, Hopper) convert the weights for good: they run last")
     pi.add_argument("--steps", type=int, default=50)
     pi.add_argument("--repeats", type=int, default=2)
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")

@@ -87,8 +87,7 @@ VARIANTS = {
 # kernel experiments (not in the default run): the portable Triton kernel on 128-query tiles with
 # two 64-row programs per tile, or one 128-row program (half the K/V gathers)
 KERNEL_VARIANTS = {
-    "tiles128-triton-2x64": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton", "VECDIT_TRITON_TILE_ROWS": "64"}),
-    "tiles128-triton-1x128": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton", "VECDIT_TRITON_TILE_ROWS": "128"}),
+    "tiles128-triton": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton"}),
 }
 
 

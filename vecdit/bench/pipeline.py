@@ -30,6 +30,8 @@ MODELS = {
     "tiny-hunyuan": dict(height=64, width=64, frames=5),
 }
 VARIANTS = ("stock", "vecdit", "vecdit-compile")
+# fp8 converts the weights for good (vecdit.fp8): these variants run after all the others
+FP8_VARIANTS = ("vecdit-fp8", "vecdit-compile-fp8")
 
 
 def _sync(device):
@@ -57,6 +59,13 @@ class Rig:
     def __init__(self, transformer, encode, passes, latents, vae, preset: str):
         self.transformer, self.encode, self.passes, self.latents, self.vae = transformer, encode, passes, latents, vae
         self.preset = preset  # the VecAttnConfig preset
+
+    def forward(self) -> torch.Tensor:
+        """The first CFG pass's output (fp32), the stock processors: what fp8's error is measured on."""
+        branch, kwargs = self.passes[0]
+        with torch.inference_mode():
+            return self.transformer(hidden_states=self.latents, timestep=torch.tensor([500.0], device=self.latents.device),
+                                    return_dict=False, **kwargs)[0].float()
 
     def step(self, index: int, steps: int):
         with torch.inference_mode():
@@ -165,11 +174,21 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     sparse_steps = steps - n_dense
     n_select = -(-sparse_steps // config.reuse_interval)
     n_reuse = sparse_steps - n_select
-    runs = {}
+    unknown = [v for v in variants if v not in VARIANTS + FP8_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS + FP8_VARIANTS}")
+    variants = [v for v in variants if v not in FP8_VARIANTS] + [v for v in variants if v in FP8_VARIANTS]
+    runs, fp8_error = {}, None
     for variant in variants:
+        if variant in FP8_VARIANTS and fp8_error is None:
+            from vecdit.fp8 import quantize_fp8
+
+            reference = rig.forward()
+            quantize_fp8(transformer)
+            fp8_error = float((rig.forward() - reference).norm() / reference.norm())
         if variant != "stock":
             vecdit.enable(transformer, config)
-        if variant == "vecdit-compile":
+        if variant.startswith("vecdit-compile"):
             torch._dynamo.reset()
             transformer.compile_repeated_blocks(fullgraph=True)
         first = config.num_dense_steps(steps)
@@ -188,7 +207,7 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
         runs[variant] = {"step_s": seconds, "denoise_s": denoise}
         if variant != "stock":
             vecdit.disable(transformer)
-        if variant == "vecdit-compile":  # back to the eager blocks for the next variant
+        if variant.startswith("vecdit-compile"):  # back to the eager blocks for the next variant
             torch._dynamo.reset()
             for module in transformer.modules():
                 if getattr(module, "_compiled_call_impl", None) is not None:
@@ -209,7 +228,9 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.device(device).type == "cuda" else None
     return {"model": name, **size, "steps": steps, "config": config.to_dict(), "cfg_passes": len(rig.passes),
             "schedule": {"dense": n_dense, "select": n_select, "reuse": n_reuse},
-            "text_encoding_s": text_s, "vae_decode_s": decode_s, "runs": runs, "peak_memory_gb": peak}
+            "text_encoding_s": text_s, "vae_decode_s": decode_s, "runs": runs, "peak_memory_gb": peak,
+            # relative error of one forward (stock processors) with fp8 Linear layers against bf16
+            "fp8_forward_rel_err": fp8_error}
 
 
 def pipeline_markdown(env: dict, results: list[dict]) -> str:
@@ -223,7 +244,9 @@ def pipeline_markdown(env: dict, results: list[dict]) -> str:
         lines += [f"## {r['model']}: {r['height']}x{r['width']}, {r['frames']} frames, {r['steps']} steps "
                   f"({sch['dense']} dense, {sch['select']} selecting, {sch['reuse']} reusing)", "",
                   f"text encoding {r['text_encoding_s']:.2f} s, VAE decode {r['vae_decode_s']:.2f} s, "
-                  f"peak memory {r['peak_memory_gb'] or 0:.1f} GB", "",
+                  f"peak memory {r['peak_memory_gb'] or 0:.1f} GB"
+                  + (f"; fp8 Linear layers: one forward's relative error vs bf16 {r['fp8_forward_rel_err']:.4f}"
+                     if r.get("fp8_forward_rel_err") is not None else ""), "",
                   "| variant | step s (each kind) | denoising s | x stock (denoising) | total s | x stock (end to end) |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for variant, run in r["runs"].items():

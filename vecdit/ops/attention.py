@@ -13,9 +13,6 @@ from .sparse_format import VectorSelection
 from .tiles import QueryTiles, block_of_token
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
-# the Triton kernel with 128 rows per program (128-query tiles, `VECDIT_TRITON_TILE_ROWS=128`): an
-# experiment of the kernel issue, timed by `python -m vecdit.bench attention --variants tiles128-triton-*`
-TILE_ROWS_128_CONFIG = dict(num_warps=8, num_stages=2)
 ATTN_CONFIGS = {
     64: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
     128: dict(BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=False),
@@ -131,9 +128,6 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
     batch, seq_q, heads, dim = q.shape
     cfg = dict(config or ATTN_CONFIGS[dim])
     rows = cfg.pop("BLOCK_M", QUERY_BLOCK)
-    if config is None and block_size == 128 and os.environ.get("VECDIT_TRITON_TILE_ROWS", "64") == "128":
-        rows = 128  # one program per 128-query tile: each gathered K/V tile feeds 128 rows, not 64
-        cfg.update(TILE_ROWS_128_CONFIG)
     if rows not in (QUERY_BLOCK, block_size):
         raise ValueError(f"rows per program must be {QUERY_BLOCK} or the block size {block_size}, got {rows}")
     programs = -(-seq_q // rows)
