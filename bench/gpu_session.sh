@@ -4,6 +4,10 @@
 #   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
 #                              train-tiny|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
+# The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile vecdit-compile-fp8"`) and tests/test_fp8.py need torchao,
+# which the GPU image lacks: after wheels.sh, also (3 MB; torchao 0.17 pairs with the host's torch 2.11)
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl torchao==0.17.0
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
 set -u
 R=$PWD
@@ -20,7 +24,7 @@ for step in $steps; do
   case $step in
     tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
       (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
-        "$R/tests/test_ops.py" -k "tile or gluon or matches_reference" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
+        "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
     attention-hv)
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
         --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;
