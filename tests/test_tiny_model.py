@@ -40,7 +40,7 @@ def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path, monkeypatch)
     from diffusers import WanPipeline
 
     model = TinyModelConfig(frames=5, size=32)
-    train = TrainConfig(vae_steps=4, dit_steps=4, batch=2, save_every=2, vae_frames=5, vae_crop=16, dit_clips=6)
+    train = TrainConfig(vae_steps=4, dit_steps=4, batch=2, vae_batch=2, save_every=2, vae_frames=5, vae_crop=16, dit_clips=6)
     first = Trainer(str(tmp_path), model, train, "cpu")
     assert not first.run(max_minutes=5, max_steps=3)
     assert first.state == {"stage": "vae", "step": 3, "losses": first.state["losses"]}
