@@ -20,7 +20,8 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, LayerStats, Phase, Timer, find_or_attach_hook
+from vecdit.schedule import (DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, THRESHOLD_ROW, LayerStats, Phase, Timer,
+                             find_or_attach_hook)
 from vecdit.utils import warn_once
 
 
@@ -86,7 +87,13 @@ class SparseAttention:
         timer = Timer(q.device) if collect else None
         t0 = timer.mark() if collect else None
         first, total = heads if heads is not None else (0, q.shape[2])
-        threshold = cfg.threshold_for(layer or 0, total)
+        row = getattr(module, THRESHOLD_ROW, None) if module is not None else None
+        if row is not None:  # a per-layer table's row, on the module (no layer index read)
+            if row.numel() != total:
+                raise ValueError(f"`threshold` table has {row.numel()} heads but the layer has {total}")
+            threshold = row
+        else:
+            threshold = cfg.threshold_for(layer or 0, total)
         if isinstance(threshold, torch.Tensor):
             threshold = threshold[first:first + q.shape[2]]
         tiles = self._query_tiles(hook, q.shape[1])

@@ -62,3 +62,20 @@ def test_repeated_blocks_fullgraph_equal_eager_without_graph_breaks(family, laye
         # one graph per phase (dense, select[, reuse]), whatever the number of layers
         assert counters["stats"]["unique_graphs"] == 1 + reuse
     torch._dynamo.reset()
+
+
+def test_threshold_table_compiles_to_one_graph_per_phase():
+    """A per-layer min-p table (`vecdit calibrate`'s output) with a cap: each layer's row is a tensor on
+    its module, so the blocks are not specialized per layer."""
+    table = torch.linspace(0.5, 0.9, 5 * 2).view(5, 2)  # 5 layers x 2 heads, every row different
+    config = VecAttnConfig(threshold=table, max_density=0.3, dense_steps=1)
+    eager = denoise(*build("wan", config, 5))
+    model, inputs = build("wan", config, 5)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+    compiled = denoise(model, inputs)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
+    assert sum(counters["graph_break"].values()) == 0
+    assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
+    torch._dynamo.reset()

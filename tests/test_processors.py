@@ -226,6 +226,14 @@ def test_dense_layers_and_threshold_table():
     table = torch.tensor([[1e-30, 1e-30], [0.9, 0.9]])  # layer 0 keeps everything, layer 1 is sparse
     model.set_attn_processor(VecAttnProcessor(VecAttnConfig(threshold=table, dense_steps=0)))
     assert rel(run(model, inputs), stock) > 1e-4
+    # a table's rows reach their layers: a uniform table is the scalar, exactly
+    model.set_attn_processor(VecAttnProcessor(VecAttnConfig(threshold=0.9, dense_steps=0)))
+    scalar = run(model, inputs)
+    model.set_attn_processor(VecAttnProcessor(VecAttnConfig(threshold=torch.full((2, 2), 0.9), dense_steps=0)))
+    assert torch.equal(run(model, inputs), scalar)
+    model.set_attn_processor(VecAttnProcessor(VecAttnConfig(threshold=torch.full((1, 2), 0.9), dense_steps=0)))
+    with pytest.raises(ValueError, match="table has 1 layers but the model has 2"):
+        run(model, inputs)
 
 
 def test_config_validation_presets_and_round_trip():

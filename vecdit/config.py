@@ -136,11 +136,17 @@ class VecAttnConfig:
 
     @property
     def needs_layer_index(self) -> bool:
-        """Whether the processors need each call's layer index: a per-layer threshold table, stats.
-        Compiled blocks specialize per layer then (reuse and dense layers do not: their state is on
-        the modules)."""
-        table = self.threshold is not None and torch.as_tensor(self.threshold).dim() == 2
-        return table or self.collect_stats
+        """Whether the processors need each call's layer index: only for the stats records.
+        Compiled blocks specialize per layer then; reuse, dense layers and threshold tables do not
+        (their per-layer state is on the modules)."""
+        return self.collect_stats
+
+    def threshold_table(self) -> torch.Tensor | None:
+        """The per-layer threshold table (`[layers, heads]` fp32), or None for a scalar / per-head threshold."""
+        if self.threshold is None or isinstance(self.threshold, (int, float)):
+            return None
+        t = torch.as_tensor(self.threshold, dtype=torch.float32)
+        return t if t.dim() == 2 else None
 
     @property
     def raster(self) -> bool:

@@ -31,6 +31,9 @@ SPARSE_LAYER_FLAG = "_vecdit_sparse_layer"
 REUSE_SLOT = "_vecdit_reuse"
 KEEP_FLAG = "_vecdit_keep"
 DENSE_FLAG = "_vecdit_dense_layer"  # a layer of `dense_layers`
+# a per-layer threshold table's row, as a tensor on its module: compiled blocks read it as an input,
+# not as a Python layer index they would be specialized (recompiled) on
+THRESHOLD_ROW = "_vecdit_threshold_row"
 # sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
 _SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
 
@@ -105,16 +108,26 @@ class VecStepHook(ModelHook):
                 setattr(sub, REUSE_SLOT, {})
                 setattr(sub, KEEP_FLAG, False)
                 index += 1
-        self._mark_dense_layers()
+        self._mark_layers()
         return module
 
-    def _mark_dense_layers(self):
+    def _mark_layers(self):
+        """Per-layer settings as attributes of the attention modules: `dense_layers`, and the rows of
+        a per-layer threshold table."""
+        table = self.config.threshold_table()
+        if table is not None and table.shape[0] < len(self.modules):
+            raise ValueError(f"`threshold` table has {table.shape[0]} layers but the model has {len(self.modules)} "
+                             "sparse attention layers")
         for i, m in enumerate(self.modules):
             setattr(m, DENSE_FLAG, i in self.config.dense_layers)
+            if table is not None:
+                setattr(m, THRESHOLD_ROW, table[i].clone())
+            elif hasattr(m, THRESHOLD_ROW):
+                delattr(m, THRESHOLD_ROW)
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
         for sub in self.modules:
-            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG):
+            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG, THRESHOLD_ROW):
                 if hasattr(sub, name):
                     delattr(sub, name)
         self.modules = []
@@ -244,7 +257,7 @@ class VecStepHook(ModelHook):
         """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
         self.config, self._tiles = config, {}
         self.clear_selections()
-        self._mark_dense_layers()
+        self._mark_layers()
         if self.t.history:
             self.t.phase = self._decide_phase()
             if self.t.phase is Phase.SELECT:
