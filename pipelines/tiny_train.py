@@ -200,7 +200,10 @@ class Trainer:
     def save(self):
         os.makedirs(self.out, exist_ok=True)
         vae = self.parts["vae"]
-        ckpt = {"models": {n: self.parts[n].state_dict() for n in ("vae", "transformer", "text_encoder")},
+        models = {n: self.parts[n].state_dict() for n in ("vae", "transformer", "text_encoder")}
+        if self.state["stage"] == "dit":  # the frozen VAE, bf16-rounded at the freeze: half the bytes
+            models["vae"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in models["vae"].items()}
+        ckpt = {"models": models,
                 "optimizer": _compact(self.opt.state_dict()), "state": self.state,
                 "latent_stats": {"mean": list(vae.config.latents_mean), "std": list(vae.config.latents_std)},
                 "model_config": asdict(self.mcfg), "train_config": asdict(self.tcfg)}
@@ -210,6 +213,9 @@ class Trainer:
 
     def _freeze_vae(self, stats=None):
         vae = self.parts["vae"].eval().requires_grad_(False)
+        with torch.no_grad():  # rounded to bf16 once: the DiT-stage checkpoints then keep it in bf16, losslessly
+            for p in vae.parameters():
+                p.copy_(p.to(torch.bfloat16))
         if stats is None:  # the latent statistics of a fresh batch: the transformer sees unit-scale latents
             video, _ = clip_batch(10**6, max(4, self.tcfg.batch), self.mcfg, self.tcfg.seed + 1, self.device)
             with torch.no_grad():
