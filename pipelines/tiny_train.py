@@ -51,11 +51,11 @@ class TrainConfig:
     # sized for about 15 minutes of one H200 (measured 2026-12-02 at batch 8: VAE 0.40 s per step of
     # 33-frame 128-px crops, most of it a fixed cost of the VAE's causal chunk loop, so larger
     # batches are cheap; DiT 0.07 s per step)
-    vae_steps: int = 1000
-    dit_steps: int = 6000
+    vae_steps: int = 800
+    dit_steps: int = 5000
     # the DiT stage trains on this many clips encoded once by the frozen VAE (re-encoding every
     # batch would cost more than the DiT step); batches are drawn from them by the step's seed
-    dit_clips: int = 8192
+    dit_clips: int = 4096  # encoded again in every run (37 s on the H200): not kept in the checkpoint
     batch: int = 16  # the DiT stage's
     vae_batch: int = 16
     lr_vae: float = 6e-4
