@@ -54,16 +54,19 @@ def quantize_fp8(pipe_or_model) -> int:
     """Convert the block Linear layers of every transformer of `pipe_or_model` (Wan2.2's two
     experts included) to torchao float8 (dynamic activations, per-row scales); returns how many.
     Call it before `torch.compile`; a model already converted is left as it is."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-
     from .api import _transformers
 
+    models = _transformers(pipe_or_model)
+    for model in models:  # every refusal before anything changes
+        if not getattr(model, _QUANTIZED, 0):
+            check_fp8_supported(next(model.parameters()).device)
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
     total = 0
-    for model in _transformers(pipe_or_model):
+    for model in models:
         if getattr(model, _QUANTIZED, 0):
             total += getattr(model, _QUANTIZED)
             continue
-        check_fp8_supported(next(model.parameters()).device)
         names = [n for n, m in model.named_modules() if fp8_layer_filter(m, n)]
         quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=fp8_layer_filter)
         setattr(model, _QUANTIZED, len(names))
