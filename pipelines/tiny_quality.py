@@ -83,6 +83,41 @@ def frame_strip(frames: np.ndarray, path: str, count: int = 5) -> str:
     return path
 
 
+def plot_quality(result: dict, path: str, strip: str | None = None, labels=()) -> bool:
+    """PSNR and SSIM against achieved density, one curve per query order; below them, if given,
+    the frame strip (one row per label). False where matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig = plt.figure(figsize=(10, 9 if strip else 3.4))
+    grid = fig.add_gridspec(2 if strip else 1, 2, height_ratios=[1, 1.6] if strip else [1])
+    for col, (metric, unit) in enumerate((("psnr", "PSNR dB vs dense"), ("ssim", "SSIM vs dense"))):
+        ax = fig.add_subplot(grid[0, col])
+        for order in dict.fromkeys(r["order"] for r in result["rows"]):
+            rows = sorted((r for r in result["rows"] if r["order"] == order), key=lambda r: r["achieved_density"])
+            ax.plot([r["achieved_density"] for r in rows], [r[metric] for r in rows], "o-", label=order)
+        ax.set(xlabel="achieved density", ylabel=unit)
+        ax.legend()
+    if strip:
+        from PIL import Image
+
+        ax = fig.add_subplot(grid[1, :])
+        image = np.asarray(Image.open(strip))
+        ax.imshow(image)
+        step = image.shape[0] / max(1, len(labels))
+        ax.set_yticks([step * (i + 0.5) for i in range(len(labels))], labels)
+        ax.set_xticks([])
+        ax.set_title(result["prompts"][0])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, orders=tuple(ORDERS),
             device: str = "cpu", strips: dict | None = None) -> dict:
     """Per (order, density): mean PSNR / SSIM against the dense generation of each prompt (same
@@ -170,8 +205,11 @@ def main(argv=None) -> int:
     with open(stem + ".md", "w") as f:
         f.write(markdown(result, os.path.basename(os.path.normpath(folder)), card))
     # the first prompt: dense, then each tile-order density, one row of frames each
-    rows = [strips["dense"]] + [strips[k] for k in sorted(k for k in strips if k != "dense") if k[0] == "tiles"]
-    frame_strip(np.concatenate(rows, axis=1), stem + ".png")
+    keys = sorted(k for k in strips if k != "dense" and k[0] == "tiles")
+    strip = frame_strip(np.concatenate([strips["dense"]] + [strips[k] for k in keys], axis=1), stem + "-strip.png")
+    labels = ["dense"] + [f"vecdit {d:g} (tiles)" for _, d in keys]
+    if plot_quality(result, stem + ".png", strip, labels):  # one PNG: the curves over the strip
+        os.remove(strip)
     print(markdown(result, folder, card))
     return 0
 
