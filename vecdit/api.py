@@ -22,12 +22,16 @@ def _transformers(pipe_or_model) -> list:
     return found
 
 
+def _check_not_enabled(transformer) -> None:
+    if getattr(transformer, _SAVED, None) is not None:
+        raise ValueError(f"vecdit is already enabled on {type(transformer).__name__}; call vecdit.disable first")
+
+
 def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler=None) -> None:
     """Install `VecAttnProcessor` and the step hook on one transformer (reversible, see `remove_vec_sparse`)."""
     from vecdit.processors import VecAttnProcessor
 
-    if getattr(transformer, _SAVED, None) is not None:
-        raise ValueError(f"vecdit is already enabled on {type(transformer).__name__}; call vecdit.disable first")
+    _check_not_enabled(transformer)
     if getattr(transformer, "_compiled_call_impl", None) is not None or type(transformer).__name__ == "OptimizedModule":
         raise ValueError("enable vecdit before torch.compile: the compiled graph would keep the old processors")
     config = config if config is not None else VecAttnConfig()
@@ -68,8 +72,7 @@ def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None
         from .fp8 import quantize_fp8
 
         for model in models:  # checked before anything changes: a refused fp8 leaves the model as it was
-            if getattr(model, _SAVED, None) is not None:
-                raise ValueError(f"vecdit is already enabled on {type(model).__name__}; call vecdit.disable first")
+            _check_not_enabled(model)
         quantize_fp8(pipe)
     for model in models:
         apply_vec_sparse(model, config, scheduler)

@@ -60,19 +60,19 @@ class Rig:
         self.transformer, self.encode, self.passes, self.latents, self.vae = transformer, encode, passes, latents, vae
         self.preset = preset  # the VecAttnConfig preset
 
-    def forward(self) -> torch.Tensor:
-        """The first CFG pass's output (fp32), the stock processors: what fp8's error is measured on."""
-        branch, kwargs = self.passes[0]
+    def _call(self, kwargs) -> torch.Tensor:
         with torch.inference_mode():
             return self.transformer(hidden_states=self.latents, timestep=torch.tensor([500.0], device=self.latents.device),
-                                    return_dict=False, **kwargs)[0].float()
+                                    return_dict=False, **kwargs)[0]
+
+    def forward(self) -> torch.Tensor:
+        """The first CFG pass's output (fp32), outside any step: what fp8's error is measured on."""
+        return self._call(self.passes[0][1]).float()
 
     def step(self, index: int, steps: int):
-        with torch.inference_mode():
-            for branch, kwargs in self.passes:
-                with self.transformer.cache_context(branch, step_index=index, num_inference_steps=steps):
-                    self.transformer(hidden_states=self.latents, timestep=torch.tensor([500.0], device=self.latents.device),
-                                     return_dict=False, **kwargs)
+        for branch, kwargs in self.passes:
+            with self.transformer.cache_context(branch, step_index=index, num_inference_steps=steps):
+                self._call(kwargs)
 
 
 def _latents(channels, size, scale_t, scale_s, device, dtype):
