@@ -57,6 +57,7 @@ for step in $steps; do
       (cd /tmp && timeout 560 python3 -m vecdit.pipelines.tiny_train --out /tmp/tiny --max-minutes ${TRAIN_MINUTES:-8.5} \
         ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log" | tail -30)
       rm -f /tmp/tiny/checkpoint.pt.partial
+      cp /tmp/tiny/vae-check.png "$OUT/" 2>/dev/null  # written when the VAE stage ends: clips over their reconstructions
       if [ -f /tmp/tiny/pipeline/model_index.json ]; then
         tar -C /tmp/tiny -cf /tmp/tiny-pipeline.tar pipeline && split -b 15m -d /tmp/tiny-pipeline.tar "$OUT/tiny-pipeline.tar.part"
         cp /tmp/tiny/loss.png "$OUT/tiny-loss.png"

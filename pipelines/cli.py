@@ -108,7 +108,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from vecdit.api import _transformers
+    from vecdit.utils import transformers_of
     from vecdit.lab.capture import CalibrationProcessor, CurveSink
 
     from .generate import Generator, atomic_write_json
@@ -125,7 +125,7 @@ def cmd_calibrate(args) -> int:
     if max(args.capture_steps) >= gen.settings.steps:
         raise GenerateError(f"--capture-steps must be below --steps ({gen.settings.steps}), got {args.capture_steps}")
     sink = CurveSink(args.blocks)
-    for model in _transformers(gen.pipe):
+    for model in transformers_of(gen.pipe):
         model.set_attn_processor(CalibrationProcessor(sink, args.capture_steps))
     s = gen.settings
     for i, prompt in enumerate(prompts):

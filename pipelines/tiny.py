@@ -42,13 +42,16 @@ def tiny_hunyuan_transformer(seed: int = 0, in_channels: int = TINY_LATENT, imag
     ).eval()
 
 
-def _tiny_t5_tokenizer():
+def _tiny_t5_tokenizer(words=()):
+    """A unigram vocabulary of single characters (every prompt tokenizes to something), plus whole
+    `words`: a word of the vocabulary is one token (its score beats any spelling of it), so a small
+    text encoder need not learn to spell (the trained tiny model's grammar words)."""
     from transformers import T5Tokenizer
 
-    # a unigram vocabulary of single characters: every prompt tokenizes to something
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [(c, -3.0) for c in string.ascii_lowercase + string.digits + ".,'-"]
     pieces += [("\u2581" + c, -2.5) for c in string.ascii_lowercase]
+    pieces += [("\u2581" + w, -1.0) for w in dict.fromkeys(words) if len(w) > 1]
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 

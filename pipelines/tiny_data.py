@@ -48,6 +48,12 @@ class Clip:
     centres: list[np.ndarray] = field(default_factory=list)  # per object: [F, 2] (x, y) pixels
 
 
+def caption_words() -> list[str]:
+    """Every word a caption of the grammar can use (the trained model's tokenizer has each as one token)."""
+    phrases = [*COLORS, *SHAPES, *MOTIONS, *BACKGROUNDS, "a and on background the camera panning"]
+    return list(dict.fromkeys(w for phrase in phrases for w in phrase.split()))
+
+
 def sample_spec(rng: np.random.Generator) -> dict:
     """A random scene: 1 or 2 objects, a background, sometimes a camera pan."""
     n = 1 if rng.random() < 0.75 else 2

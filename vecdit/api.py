@@ -6,20 +6,9 @@ from collections import defaultdict
 
 from .config import VecAttnConfig
 from .schedule import VEC_STEP_HOOK, Timer, apply_step_hook, get_step_hook
-from .utils import logger
+from .utils import logger, transformers_of
 
 _SAVED = "_vecdit_saved_processors"
-
-
-def _transformers(pipe_or_model) -> list:
-    """The denoisers of a pipeline (`transformer`, and Wan2.2's `transformer_2`), or the model itself."""
-    if hasattr(pipe_or_model, "attn_processors"):
-        return [pipe_or_model]
-    found = [getattr(pipe_or_model, n, None) for n in ("transformer", "transformer_2")]
-    found = [m for m in found if m is not None]
-    if not found:
-        raise ValueError(f"{type(pipe_or_model).__name__} has no `transformer`; pass a pipeline or a transformer model")
-    return found
 
 
 def _check_not_enabled(transformer) -> None:
@@ -67,7 +56,7 @@ def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None
     >>> vecdit.enable(pipe, vecdit.VecAttnConfig.for_model("wan2.1-t2v-1.3b"))  # doctest: +SKIP
     """
     scheduler = getattr(pipe, "scheduler", None)
-    models = _transformers(pipe)
+    models = transformers_of(pipe)
     if fp8:
         from .fp8 import quantize_fp8
 
@@ -83,12 +72,12 @@ def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None
 
 def disable(pipe) -> None:
     """Restore the processors that were there before `enable`, exactly (the same objects)."""
-    if not any([remove_vec_sparse(m) for m in _transformers(pipe)]):
+    if not any([remove_vec_sparse(m) for m in transformers_of(pipe)]):
         logger.warning("vecdit.disable: vecdit is not enabled on %s", type(pipe).__name__)
 
 
 def is_enabled(pipe) -> bool:
-    return any(getattr(m, _SAVED, None) is not None for m in _transformers(pipe))
+    return any(getattr(m, _SAVED, None) is not None for m in transformers_of(pipe))
 
 
 def stats(pipe) -> dict:
@@ -101,7 +90,7 @@ def stats(pipe) -> dict:
     `layer`, the `target` density (the top-k rule's; None under min-p) and the achieved one.
     """
     records, history = [], []
-    for index, model in enumerate(_transformers(pipe)):
+    for index, model in enumerate(transformers_of(pipe)):
         hook = get_step_hook(model)
         if hook is None:
             continue

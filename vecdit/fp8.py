@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .utils import logger
+from .utils import logger, transformers_of
 
 # the repeated blocks of Wan (`blocks`), HunyuanVideo (`transformer_blocks`, `single_transformer_blocks`)
 # and HunyuanVideo-1.5 (`transformer_blocks`)
@@ -54,9 +54,7 @@ def quantize_fp8(pipe_or_model) -> int:
     """Convert the block Linear layers of every transformer of `pipe_or_model` (Wan2.2's two
     experts included) to torchao float8 (dynamic activations, per-row scales); returns how many.
     Call it before `torch.compile`; a model already converted is left as it is."""
-    from .api import _transformers
-
-    models = _transformers(pipe_or_model)
+    models = transformers_of(pipe_or_model)
     for model in models:  # every refusal before anything changes
         if not getattr(model, _QUANTIZED, 0):
             check_fp8_supported(next(model.parameters()).device)
