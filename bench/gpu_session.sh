@@ -49,7 +49,8 @@ for step in $steps; do
       (cd /tmp && timeout ${PIPE_TIMEOUT:-560} python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
         --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
-    train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from runs/tiny/checkpoint.pt.part* if carried
+    train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from runs/tiny/checkpoint.pt.part* if carried,
+      # else TRAIN_ARGS="--init-from $PWD/pipelines/tiny_model --dit-steps N --finish" goes on from the packaged model
       # $OUT returns files of at most 16 MiB: the checkpoint (or the finished pipeline) comes back in 15 MiB parts,
       # `cat runs/tiny/checkpoint.pt.part* > checkpoint.pt` rebuilds it
       mkdir -p /tmp/tiny

@@ -175,7 +175,11 @@ def _compact(optimizer_state: dict) -> dict:
 
 
 class Trainer:
-    def __init__(self, out: str, model_cfg: TinyModelConfig, train_cfg: TrainConfig, device: str):
+    def __init__(self, out: str, model_cfg: TinyModelConfig, train_cfg: TrainConfig, device: str,
+                 init_from: str | None = None):
+        """`init_from`: a pipeline folder this script exported (the packaged tiny model, say): where
+        `out` holds no checkpoint, training goes on from its weights and step counts (fresh optimizer
+        after a short warm-up), so a run needs to carry no optimizer checkpoint, only that folder."""
         self.out, self.mcfg, self.tcfg, self.device = out, model_cfg, train_cfg, device
         self.parts = build_components(model_cfg)
         for name in ("vae", "transformer", "text_encoder"):
@@ -183,7 +187,37 @@ class Trainer:
         self.parts["vae"].decoder.register_forward_hook(_straight_through_clamp)
         self.state = {"stage": "vae", "step": 0, "losses": {"vae": [], "dit": []}}
         self.opt = self._optimizer()
+        if init_from is not None and not os.path.exists(self.checkpoint_path):
+            self._init_from(init_from)
         self._resume()
+
+    def done_steps(self, stage: str) -> int:
+        """Steps of `stage` trained so far, those of the model it started from (`init_from`) included."""
+        return self.state.get("offset", {}).get(stage, 0) + len(self.state["losses"][stage])
+
+    def _init_from(self, folder: str):
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import UMT5EncoderModel
+
+        with open(os.path.join(folder, "vecdit_tiny.json")) as f:
+            steps = json.load(f)["steps"]
+        loaded = {"vae": AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32),
+                  "transformer": WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", dtype=torch.float32),
+                  "text_encoder": UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float32)}
+        for name, model in loaded.items():
+            self.parts[name].load_state_dict(model.state_dict())
+        offset = {"vae": steps["vae"], "dit": steps["dit"]}
+        if self.tcfg.vae_steps > steps["vae"]:  # the VAE goes on; the DiT starts over (its latents change)
+            self.parts["transformer"].load_state_dict(build_components(self.mcfg)["transformer"].state_dict())
+            stage, offset["dit"] = "vae", 0
+        else:
+            stage = "dit"
+            config = loaded["vae"].config
+            self._freeze_vae({"mean": list(config.latents_mean), "std": list(config.latents_std)})
+        self.state = {"stage": stage, "step": offset[stage], "warm_from": offset[stage], "offset": offset,
+                      "losses": {"vae": [], "dit": []}}
+        self.opt = self._optimizer()
+        print(f"from {folder} ({steps}): {stage} stage at step {offset[stage]}", flush=True)
 
     def _optimizer(self):
         if self.state["stage"] == "vae":
@@ -202,6 +236,19 @@ class Trainer:
         for name in ("vae", "transformer", "text_encoder"):
             self.parts[name].load_state_dict(ckpt["models"][name])
         self.state = ckpt["state"]
+        vae_done = self.done_steps("vae")
+        if self.state["stage"] == "dit" and self.tcfg.vae_steps > vae_done:
+            # --vae-steps raised after the VAE stage ended: it reopens where it stopped (a fresh optimizer
+            # after a short warm-up); the DiT stage starts over, since the latents it learned will change
+            fresh = build_components(self.mcfg)
+            for name in ("transformer", "text_encoder"):
+                self.parts[name].load_state_dict(fresh[name].state_dict())
+            self.state = {"stage": "vae", "step": vae_done, "warm_from": vae_done,
+                          "offset": {"vae": self.state.get("offset", {}).get("vae", 0), "dit": 0},
+                          "losses": {"vae": self.state["losses"]["vae"], "dit": []}}
+            self.opt = self._optimizer()
+            print(f"VAE stage reopened at step {vae_done} of {self.tcfg.vae_steps}; the DiT stage starts over", flush=True)
+            return
         if self.state["stage"] == "dit":
             self._freeze_vae(ckpt["latent_stats"])
         self.opt = self._optimizer()
@@ -252,6 +299,7 @@ class Trainer:
             lines.append(f"vae check: {prompt}: L1 {(recon - video).abs().mean():.4f}, colour seen in "
                          f"{check['seen']:.0%} of frames, motion {'ok' if check['ok'] else 'NOT ok'}")
         try:  # each clip over its reconstruction
+            os.makedirs(self.out, exist_ok=True)
             frame_strip(np.concatenate(rows, axis=1), os.path.join(self.out, "vae-check.png"))
         except ImportError:  # PIL
             pass
@@ -283,16 +331,19 @@ class Trainer:
         return latents[pick.to(latents.device)].float(), [captions[i] for i in pick.tolist()]
 
     def _set_lr(self, stage: str, step: int):
-        """A short warm-up, then constant, then a linear decay to a tenth over the last 30% of the stage."""
+        """A short warm-up (200 steps; 50 where a stage goes on with a fresh optimizer), then
+        constant, then a linear decay to a tenth over the last 30% of the stage."""
         base, steps = (self.tcfg.lr_vae, self.tcfg.vae_steps) if stage == "vae" else (self.tcfg.lr_dit, self.tcfg.dit_steps)
-        warm = min(1.0, (step + 1) / 200)
+        warm_from = self.state.get("warm_from", 0)
+        warm = min(1.0, (step - warm_from + 1) / (50 if warm_from else 200))
         decay = min(1.0, max(0.1, (steps - step) / (0.3 * steps)))
         for group in self.opt.param_groups:
             group["lr"] = base * warm * decay
 
-    def run(self, max_minutes: float, log_every: int = 50, max_steps: int | None = None) -> bool:
+    def run(self, max_minutes: float, log_every: int = 50, max_steps: int | None = None, finish: bool = False) -> bool:
         """Train until done, `max_minutes` or `max_steps` optimizer steps (this run); True when both
-        stages are finished."""
+        stages are finished. `finish`: if the time runs out in the DiT stage, export the pipeline as
+        it is (the last run of a fixed device budget)."""
         t_end = self._deadline = time.time() + 60 * max_minutes
         generator = torch.Generator(device=self.device).manual_seed(self.tcfg.seed + self.state["step"])
         taken, t_log = 0, time.time()
@@ -301,7 +352,7 @@ class Trainer:
             if stage == "vae" and step >= self.tcfg.vae_steps:
                 self._freeze_vae()
                 print(self.vae_report(), flush=True)
-                self.state.update(stage="dit", step=0)
+                self.state.update(stage="dit", step=0, warm_from=0)
                 self.opt = self._optimizer()
                 continue
             if stage == "dit" and step >= self.tcfg.dit_steps:
@@ -340,6 +391,10 @@ class Trainer:
             if (step + 1) % self.tcfg.save_every == 0:
                 self.save()
         self.save()
+        if finish and self.state["stage"] == "dit" and self.state["step"] > 0:
+            print(f"finishing early at DiT step {self.state['step']} of {self.tcfg.dit_steps}", flush=True)
+            self.export()
+            return True
         return False
 
     def export(self, folder: str | None = None) -> str:
@@ -354,7 +409,7 @@ class Trainer:
             self.parts[name].to(self.device, torch.float32)
         with open(os.path.join(folder, "vecdit_tiny.json"), "w") as f:
             json.dump({"model_config": asdict(self.mcfg), "train_config": asdict(self.tcfg),
-                       "steps": {k: len(v) for k, v in self.state["losses"].items()}}, f, indent=1)
+                       "steps": {k: self.done_steps(k) for k in self.state["losses"]}}, f, indent=1)
         plot_losses(self.state["losses"], os.path.join(self.out, "loss.png"))
         return folder
 
@@ -388,10 +443,13 @@ def main(argv=None) -> int:
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     p.add_argument("--frames", type=int, default=TinyModelConfig.frames)
     p.add_argument("--size", type=int, default=TinyModelConfig.size)
+    p.add_argument("--init-from", help="go on from this exported pipeline folder (e.g. pipelines/tiny_model)")
+    p.add_argument("--finish", action="store_true", help="export at the deadline even if the DiT stage is not done")
     args = p.parse_args(argv)
     train_cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
-    trainer = Trainer(args.out, TinyModelConfig(frames=args.frames, size=args.size), train_cfg, args.device)
-    done = trainer.run(args.max_minutes)
+    trainer = Trainer(args.out, TinyModelConfig(frames=args.frames, size=args.size), train_cfg, args.device,
+                      init_from=args.init_from)
+    done = trainer.run(args.max_minutes, finish=args.finish)
     if done:
         print("done: the pipeline is in", os.path.join(args.out, "pipeline"))
     else:

@@ -129,3 +129,29 @@ def test_trained_tiny_model_draws_the_caption_and_sparse_stays_close(tmp_path):
     from vecdit.samples.compare import psnr
 
     assert psnr(frames, read_video(str(dense))) > 20
+
+
+def test_training_goes_on_from_an_exported_pipeline(tmp_path):
+    """`--init-from`: a run carries only an exported pipeline folder (no optimizer checkpoint) and
+    training goes on from its weights and step counts; raising the VAE steps reopens that stage."""
+    model = TinyModelConfig(frames=5, size=32)
+    train = TrainConfig(vae_steps=2, dit_steps=2, batch=2, vae_batch=2, save_every=100, vae_frames=5, vae_crop=16, dit_clips=4)
+    first = Trainer(str(tmp_path / "a"), model, train, "cpu")
+    assert first.run(max_minutes=5)
+    folder = str(tmp_path / "a" / "pipeline")
+    more_dit = TrainConfig(**{**train.__dict__, "dit_steps": 4})
+    again = Trainer(str(tmp_path / "b"), model, more_dit, "cpu", init_from=folder)
+    assert again.state["stage"] == "dit" and again.state["step"] == 2
+    assert again.parts["vae"].config.latents_std == pytest.approx(first.parts["vae"].config.latents_std, rel=1e-3)
+    loaded = again.parts["transformer"].state_dict()
+    for name, value in first.parts["transformer"].state_dict().items():  # the exported (fp16) weights
+        assert torch.allclose(loaded[name], value.half().float(), atol=1e-6), name
+    assert again.run(max_minutes=5) and again.done_steps("dit") == 4 and len(again.state["losses"]["dit"]) == 2
+    import json
+
+    with open(tmp_path / "b" / "pipeline" / "vecdit_tiny.json") as f:
+        assert json.load(f)["steps"] == {"vae": 2, "dit": 4}
+    more_vae = TrainConfig(**{**train.__dict__, "vae_steps": 3})
+    reopened = Trainer(str(tmp_path / "c"), model, more_vae, "cpu", init_from=folder)
+    assert reopened.state["stage"] == "vae" and reopened.state["step"] == 2
+    assert reopened.run(max_minutes=5) and reopened.done_steps("vae") == 3 and reopened.done_steps("dit") == 2
