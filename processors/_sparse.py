@@ -20,7 +20,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import (DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, THRESHOLD_ROW, LayerStats, Phase, Timer,
+from vecdit.schedule import (DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, STATS_SLOT, THRESHOLD_ROW, Phase, Timer,
                              find_or_attach_hook)
 from vecdit.utils import warn_once
 
@@ -50,9 +50,9 @@ class SparseAttention:
             return Phase.SELECT, None, None
         if not getattr(attn, SPARSE_LAYER_FLAG, False) or getattr(attn, DENSE_FLAG, False):
             return Phase.DENSE, hook, None  # not a sparse-capable layer, or one of `dense_layers`
-        # the layer index only where the config needs it: a compiled block reading it would be
-        # specialized (recompiled) per layer; the flags above take two values at most
-        layer = hook.layer(attn) if (self.needs_layer_index or self.config.needs_layer_index) else None
+        # the layer index only where a subclass needs it (the calibration capture): a compiled block
+        # reading it would be specialized (recompiled) per layer; the flags above take two values at most
+        layer = hook.layer(attn) if self.needs_layer_index else None
         return hook.t.phase, hook, layer
 
     def _parallel(self):
@@ -83,9 +83,10 @@ class SparseAttention:
         `dense_range` (always attended). `heads` = (first head, heads of the model) when q holds a
         slice of the heads (Ulysses); `module` is the attention module (its reuse state)."""
         cfg = self.config
-        collect = cfg.collect_stats and hook is not None
-        timer = Timer(q.device) if collect else None
-        t0 = timer.mark() if collect else None
+        collect = cfg.collect_stats and hook is not None and module is not None
+        # CUDA events are host objects a compiled graph cannot hold: compiled blocks record density only
+        timer = Timer(q.device) if collect and not torch.compiler.is_compiling() else None
+        t0 = timer.mark() if timer else None
         first, total = heads if heads is not None else (0, q.shape[2])
         row = getattr(module, THRESHOLD_ROW, None) if module is not None else None
         if row is not None:  # a per-layer table's row, on the module (no layer index read)
@@ -113,8 +114,7 @@ class SparseAttention:
             # the budget keeps nearly everything: cuDNN/flash dense is faster, and nothing is selected
             out = self._dense(q, k, v)
             if collect:
-                ones = torch.ones(q.shape[2], device=q.device)
-                hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, ones, (t0, t0, timer.mark())))
+                self._measured(module, torch.ones(q.shape[2], device=q.device), timer and (t0, t0, timer.mark()))
             return out
         if cached is not None:
             selection = cached.expand()
@@ -131,7 +131,7 @@ class SparseAttention:
                 bits = SelectionBitmask.from_selection(selection) if keep_for_reuse else None
             if keep_for_reuse:
                 slot[hook.t.branch] = bits
-        t1 = timer.mark() if collect else None
+        t1 = timer.mark() if timer else None
         # min-p: decided by the index buffer's size, known on the host without a sync (the top-k
         # budget was decided above, so a rounding or sampled-cut excess never falls back)
         kept = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
@@ -146,8 +146,17 @@ class SparseAttention:
             per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
             if fallback:  # dense ran: every key was attended
                 per_head = torch.ones_like(per_head)
-            hook.t.stats.append(LayerStats(hook.t.step, hook.t.branch, layer, phase.value, per_head, (t0, t1, timer.mark())))
+            self._measured(module, per_head, timer and (t0, t1, timer.mark()))
         return out
+
+    @staticmethod
+    def _measured(module, density, events):
+        """`collect_stats`: this call's per-head density (and, eager, its events) on the module; the
+        step hook turns it into a record after the forward."""
+        slot = getattr(module, STATS_SLOT)
+        slot["density"] = density
+        if events:
+            slot["events"] = events
 
 
 def fused_rope_applies(x) -> bool:

@@ -79,3 +79,27 @@ def test_threshold_table_compiles_to_one_graph_per_phase():
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
     torch._dynamo.reset()
+
+
+def test_collect_stats_compiles_to_one_graph_per_phase():
+    """`collect_stats`: the processors leave each call's density on its module and the step hook
+    adds the layer index after the forward, so the blocks are not specialized per layer; the
+    densities equal eager's (compiled blocks record no times)."""
+    config = VecAttnConfig(density=0.25, dense_steps=1, collect_stats=True)
+    model, inputs = build("wan", config, 5)
+    eager = denoise(model, inputs)
+    eager_stats = vecdit.stats(model)["records"]
+    model, inputs = build("wan", config, 5)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+    compiled = denoise(model, inputs)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
+    assert sum(counters["graph_break"].values()) == 0
+    assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
+    records = vecdit.stats(model)["records"]
+    assert [(r["step"], r["layer"], r["phase"]) for r in records] == [(r["step"], r["layer"], r["phase"]) for r in eager_stats]
+    assert [(r["step"], r["layer"]) for r in records] == [(step, layer) for step in (1, 2, 3) for layer in range(5)]
+    assert all(r["head_density"] == e["head_density"] for r, e in zip(records, eager_stats))
+    assert all(r["selection_ms"] is None for r in records) and all(e["selection_ms"] >= 0 for e in eager_stats)
+    torch._dynamo.reset()

@@ -98,11 +98,12 @@ def stats(pipe) -> dict:
         tracker = hook.t if hook.t.history else hook.last
         history += tracker.history
         for r in tracker.stats:
-            t0, t1, t2 = r.events
+            t0, t1, t2 = r.events or (None, None, None)  # compiled blocks record no times
             records.append({
                 "model": index, "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
                 "target": target, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
-                "selection_ms": Timer.elapsed_ms(t0, t1), "attention_ms": Timer.elapsed_ms(t1, t2),
+                "selection_ms": Timer.elapsed_ms(t0, t1) if r.events else None,
+                "attention_ms": Timer.elapsed_ms(t1, t2) if r.events else None,
             })
     by_step, by_layer = defaultdict(list), defaultdict(list)
     for r in records:

@@ -58,6 +58,7 @@ class VecAttnConfig:
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
             step, layer and head (CUDA events, read only by `vecdit.stats`; no host sync per call).
+            Compiled blocks record the density only (no times), in one graph for all layers.
 
     >>> import vecdit
     >>> vecdit.enable(pipe, vecdit.VecAttnConfig(density=0.15, reuse_interval=2))  # doctest: +SKIP
@@ -133,13 +134,6 @@ class VecAttnConfig:
     def rule(self) -> str:
         """`"topk"` (no threshold) or `"minp"`."""
         return "topk" if self.threshold is None else "minp"
-
-    @property
-    def needs_layer_index(self) -> bool:
-        """Whether the processors need each call's layer index: only for the stats records.
-        Compiled blocks specialize per layer then; reuse, dense layers and threshold tables do not
-        (their per-layer state is on the modules)."""
-        return self.collect_stats
 
     def threshold_table(self) -> torch.Tensor | None:
         """The per-layer threshold table (`[layers, heads]` fp32), or None for a scalar / per-head threshold."""

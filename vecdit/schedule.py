@@ -34,6 +34,10 @@ DENSE_FLAG = "_vecdit_dense_layer"  # a layer of `dense_layers`
 # a per-layer threshold table's row, as a tensor on its module: compiled blocks read it as an input,
 # not as a Python layer index they would be specialized (recompiled) on
 THRESHOLD_ROW = "_vecdit_threshold_row"
+# `collect_stats`: what this forward's call of a module measured ({"density": [heads] tensor, and,
+# eager only, "events"}), written by the processor, turned into a record with the module's layer
+# index after the forward by the hook: compiled blocks never read the layer index
+STATS_SLOT = "_vecdit_stats"
 # sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
 _SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
 
@@ -106,6 +110,7 @@ class VecStepHook(ModelHook):
                 self.modules.append(sub)
                 setattr(sub, SPARSE_LAYER_FLAG, True)
                 setattr(sub, REUSE_SLOT, {})
+                setattr(sub, STATS_SLOT, {})
                 setattr(sub, KEEP_FLAG, False)
                 index += 1
         self._mark_layers()
@@ -127,7 +132,7 @@ class VecStepHook(ModelHook):
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
         for sub in self.modules:
-            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG, THRESHOLD_ROW):
+            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG, THRESHOLD_ROW, STATS_SLOT):
                 if hasattr(sub, name):
                     delattr(sub, name)
         self.modules = []
@@ -252,6 +257,19 @@ class VecStepHook(ModelHook):
         # so that compiled blocks hold no data-dependent read (HunyuanVideo's valid text lengths)
         self.t.probe = self.forward_probe(module, args, kwargs) if self.forward_probe is not None else None
         return args, kwargs
+
+    def post_forward(self, module, output):
+        """`collect_stats`: one record per module that measured something in this forward (a layer
+        a cache skipped has none), with its layer index, read here, eagerly."""
+        if self.config.collect_stats:
+            t = self.t
+            for layer, m in enumerate(self.modules):
+                measured = getattr(m, STATS_SLOT, {})
+                if "density" in measured:
+                    t.stats.append(LayerStats(t.step, t.branch, layer, t.phase.value, measured["density"],
+                                              measured.get("events")))
+                measured.clear()
+        return output
 
     def reconfigure(self, config: VecAttnConfig) -> None:
         """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
