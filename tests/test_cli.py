@@ -16,20 +16,33 @@ from vecdit.samples import compare_dirs, load_vbench, psnr, sample_name, ssim
 
 
 def test_readme_main_command_writes_a_playable_mp4(tmp_path):
-    out = tmp_path / "fox.mp4"
+    out = tmp_path / "circle.mp4"
     # the README's first command, as a user runs it
     launcher = [shutil.which("vecdit")] if shutil.which("vecdit") else [sys.executable, "-m", "vecdit.pipelines.cli"]
-    cmd = launcher + ["generate", "--model", "tiny", "--prompt", "a red fox running through snow", "--output", str(out)]
+    cmd = launcher + ["generate", "--model", "tiny", "--prompt", "a red circle moving right", "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
-    assert "noise" in done.stderr
+    # the packaged trained tiny model (pipelines/tiny_model/): its clip size, 20 steps, no noise note
+    assert "noise" not in done.stderr
     frames = read_video(str(out))
-    assert frames.shape == (9, 128, 128, 3)
-    side = json.loads((tmp_path / "fox.json").read_text())
-    assert set(side["seconds"]) >= {"text_encoding", "denoising", "decoding"}
-    assert side["settings"]["steps"] == 4 and side["vecdit_config"]["query_tiles"] == [4, 4, 4]
-    # the default rule keeps its density on any model, random weights included (tiles of 64 on a 9x8x8 grid)
+    assert frames.shape == (33, 256, 256, 3)
+    side = json.loads((tmp_path / "circle.json").read_text())
+    assert side["random_weights"] is False and set(side["seconds"]) >= {"text_encoding", "denoising", "decoding"}
+    assert side["settings"]["steps"] == 20 and side["vecdit_config"]["query_tiles"] == [4, 4, 4]
+    # the default rule keeps its density on learned attention (tiles of 64 on the 9x16x16 grid)
     assert side["vecdit_config"]["threshold"] is None and side["density"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_tiny_random_is_the_offline_noise_model(tmp_path, monkeypatch):
+    from vecdit.pipelines.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "noise.mp4"
+    assert main(["generate", "--model", "tiny-random", "--prompt", "a red fox", "--output", str(out)]) == 0
+    assert read_video(str(out)).shape == (9, 128, 128, 3)
+    side = json.loads((tmp_path / "noise.json").read_text())
+    assert side["random_weights"] is True and side["settings"]["steps"] == 4
+    assert side["density"] == pytest.approx(0.25, abs=0.01)  # the default rule keeps its density on random weights too
 
 
 @pytest.mark.parametrize(
@@ -81,7 +94,7 @@ def test_sample_naming_seeds_resume_after_kill(tmp_path, monkeypatch):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na blue car\n")
     out = tmp_path / "samples"
-    argv = ["sample", "--model", "tiny", "--prompts", str(prompts), "--samples-per-prompt", "2", "--out", str(out),
+    argv = ["sample", "--model", "tiny-random", "--prompts", str(prompts), "--samples-per-prompt", "2", "--out", str(out),
             "--steps", "2", "--frames", "5", "--seed", "10"]
     assert main(argv) == 0
     names = sorted(p.name for p in out.glob("*.mp4"))
@@ -101,7 +114,7 @@ def test_sample_naming_seeds_resume_after_kill(tmp_path, monkeypatch):
 def test_sample_vbench_suite_by_dimension(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "vbench"
-    argv = ["sample", "--model", "tiny", "--suite", "vbench", "--dimension", "color", "--limit", "1",
+    argv = ["sample", "--model", "tiny-random", "--suite", "vbench", "--dimension", "color", "--limit", "1",
             "--samples-per-prompt", "1", "--out", str(out), "--steps", "1", "--frames", "5"]
     assert main(argv) == 0
     first = load_vbench(["color"])[0]["prompt_en"]

@@ -85,7 +85,7 @@ def test_calibrate_command_on_the_tiny_pipeline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "table.json"
-    argv = ["calibrate", "--model", "tiny", "--prompt", "a red fox", "--prompt", "a blue car", "--steps", "3",
+    argv = ["calibrate", "--model", "tiny-random", "--prompt", "a red fox", "--prompt", "a blue car", "--steps", "3",
             "--capture-steps", "1", "--target-density", "0.5", "--blocks", "2", "--output", str(out)]
     assert main(argv) == 0
     import json

@@ -89,7 +89,7 @@ def _generate_worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
     torch.accelerator.device_count = lambda: 1  # see _worker
-    code = main(["generate", "--model", "tiny", "--ulysses", str(world), "--prompt", "a red fox", "--steps", "3",
+    code = main(["generate", "--model", "tiny-random", "--ulysses", str(world), "--prompt", "a red fox", "--steps", "3",
                  "--dense-steps", "1", "--threshold", "0.5", "--output", os.path.join(out_dir, "ulysses.npz")])
     assert code == 0
     dist.destroy_process_group()
@@ -99,7 +99,7 @@ def test_generate_with_ulysses_matches_one_process(tmp_path):
     from vecdit.pipelines.cli import main
     from vecdit.pipelines.generate import read_video
 
-    argv = ["generate", "--model", "tiny", "--prompt", "a red fox", "--steps", "3", "--dense-steps", "1",
+    argv = ["generate", "--model", "tiny-random", "--prompt", "a red fox", "--steps", "3", "--dense-steps", "1",
             "--threshold", "0.5", "--output"]
     assert main(argv + [str(tmp_path / "single.npz")]) == 0
     mp.spawn(_generate_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
