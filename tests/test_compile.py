@@ -64,13 +64,12 @@ def test_repeated_blocks_fullgraph_equal_eager_without_graph_breaks(family, laye
     torch._dynamo.reset()
 
 
-def test_threshold_table_compiles_to_one_graph_per_phase():
-    """A per-layer min-p table (`vecdit calibrate`'s output) with a cap: each layer's row is a tensor on
-    its module, so the blocks are not specialized per layer."""
-    table = torch.linspace(0.5, 0.9, 5 * 2).view(5, 2)  # 5 layers x 2 heads, every row different
-    config = VecAttnConfig(threshold=table, max_density=0.3, dense_steps=1)
-    eager = denoise(*build("wan", config, 5))
-    model, inputs = build("wan", config, 5)
+def compile_like_eager(config: VecAttnConfig, layers: int = 5):
+    """(eager model, compiled model) of a `layers`-layer tiny Wan after the same 4 steps: outputs
+    equal, no graph break, two graphs (dense, select) shared by all layers."""
+    eager_model, inputs = build("wan", config, layers)
+    eager = denoise(eager_model, inputs)
+    model, inputs = build("wan", config, layers)
     torch._dynamo.reset()
     counters.clear()
     model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
@@ -79,27 +78,23 @@ def test_threshold_table_compiles_to_one_graph_per_phase():
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
     torch._dynamo.reset()
+    return eager_model, model
+
+
+def test_threshold_table_compiles_to_one_graph_per_phase():
+    """A per-layer min-p table (`vecdit calibrate`'s output) with a cap: each layer's row is a tensor on
+    its module, so the blocks are not specialized per layer."""
+    table = torch.linspace(0.5, 0.9, 5 * 2).view(5, 2)  # 5 layers x 2 heads, every row different
+    compile_like_eager(VecAttnConfig(threshold=table, max_density=0.3, dense_steps=1))
 
 
 def test_collect_stats_compiles_to_one_graph_per_phase():
     """`collect_stats`: the processors leave each call's density on its module and the step hook
     adds the layer index after the forward, so the blocks are not specialized per layer; the
     densities equal eager's (compiled blocks record no times)."""
-    config = VecAttnConfig(density=0.25, dense_steps=1, collect_stats=True)
-    model, inputs = build("wan", config, 5)
-    eager = denoise(model, inputs)
-    eager_stats = vecdit.stats(model)["records"]
-    model, inputs = build("wan", config, 5)
-    torch._dynamo.reset()
-    counters.clear()
-    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
-    compiled = denoise(model, inputs)
-    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
-    assert sum(counters["graph_break"].values()) == 0
-    assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
-    records = vecdit.stats(model)["records"]
-    assert [(r["step"], r["layer"], r["phase"]) for r in records] == [(r["step"], r["layer"], r["phase"]) for r in eager_stats]
+    eager_model, model = compile_like_eager(VecAttnConfig(density=0.25, dense_steps=1, collect_stats=True))
+    eager, records = vecdit.stats(eager_model)["records"], vecdit.stats(model)["records"]
+    assert [(r["step"], r["layer"], r["phase"]) for r in records] == [(e["step"], e["layer"], e["phase"]) for e in eager]
     assert [(r["step"], r["layer"]) for r in records] == [(step, layer) for step in (1, 2, 3) for layer in range(5)]
-    assert all(r["head_density"] == e["head_density"] for r, e in zip(records, eager_stats))
-    assert all(r["selection_ms"] is None for r in records) and all(e["selection_ms"] >= 0 for e in eager_stats)
-    torch._dynamo.reset()
+    assert all(r["head_density"] == e["head_density"] for r, e in zip(records, eager))
+    assert all(r["selection_ms"] is None for r in records) and all(e["selection_ms"] >= 0 for e in eager)

@@ -19,6 +19,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _leave():
+    """Both ranks meet before the group goes: a rank tearing gloo down while the other's last
+    collective is in flight aborted a clean-clone CI run once ("terminate called without an active
+    exception", SIGABRT)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _wan_inputs():
     g = torch.Generator().manual_seed(1)
     return dict(hidden_states=torch.randn(1, 4, 3, 16, 16, generator=g), timestep=torch.tensor([700.0]),
@@ -52,7 +60,7 @@ def _worker(rank, world, port, order, out_dir):
         if rank == 0:
             torch.save(result, os.path.join(out_dir, f"{order}.pt"))
     finally:
-        dist.destroy_process_group()
+        _leave()
 
 
 def _run(order, tmp_path):
@@ -92,7 +100,7 @@ def _generate_worker(rank, world, port, out_dir):
     code = main(["generate", "--model", "tiny-random", "--ulysses", str(world), "--prompt", "a red fox", "--steps", "3",
                  "--dense-steps", "1", "--threshold", "0.5", "--output", os.path.join(out_dir, "ulysses.npz")])
     assert code == 0
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_generate_with_ulysses_matches_one_process(tmp_path):
@@ -137,7 +145,7 @@ def _hunyuan_worker(rank, world, port, out_dir):
         if rank == 0:  # the gathered output is an async collective tensor: materialize it
             torch.save(torch.from_numpy(out.numpy().copy()), os.path.join(out_dir, "hunyuan.pt"))
     finally:
-        dist.destroy_process_group()
+        _leave()
 
 
 def test_hunyuan_ulysses_with_vecdit_plan_matches_single_process(tmp_path):
