@@ -298,12 +298,35 @@ class Trainer:
             rows += [(clip.frames * 255).round().astype(np.uint8), frames]
             lines.append(f"vae check: {prompt}: L1 {(recon - video).abs().mean():.4f}, colour seen in "
                          f"{check['seen']:.0%} of frames, motion {'ok' if check['ok'] else 'NOT ok'}")
+        lines.append("vae colour drift (worst |decoded - true| at a still circle's centre, over frames; 2 = lost): " +
+                     ", ".join(f"{c} {d:.2f}" for c, d in self.colour_drift().items()))
         try:  # each clip over its reconstruction
             os.makedirs(self.out, exist_ok=True)
             frame_strip(np.concatenate(rows, axis=1), os.path.join(self.out, "vae-check.png"))
         except ImportError:  # PIL
             pass
         return "\n".join(lines)
+
+    def colour_drift(self) -> dict:
+        """Per colour of the grammar: the worst error over frames of the decoded colour at the centre
+        of a still circle (the v3 VAE kept every colour but red, whose R channel faded to black after
+        frame 16: bench/results/tiny-train-v3-nvidia-h200-2026-12-02.md)."""
+        from .tiny_data import COLORS, parse_caption, render
+
+        vae, drift = self.parts["vae"], {}
+        for color in COLORS:
+            spec = parse_caption(f"a {color} circle moving right")
+            spec["objects"][0].speed = 0.0
+            clip = render(spec, self.mcfg.frames, self.mcfg.size)
+            video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].to(self.device) * 2 - 1
+            with torch.no_grad():
+                recon = vae.decode(vae.encode(video).latent_dist.mode()).sample.float().clamp(-1, 1)
+            x, y = (int(v) for v in clip.centres[0][0])
+            r = max(1, int(0.05 * self.mcfg.size))  # well inside the circle (radius 0.13 of the side)
+            decoded = recon[0, :, :, y - r:y + r, x - r:x + r].mean((2, 3))  # [3, frames]
+            truth = video[0, :, 0, y, x][:, None]
+            drift[color] = float((decoded - truth).abs().amax())
+        return drift
 
     def _latents(self, video):
         vae = self.parts["vae"]
