@@ -208,7 +208,7 @@ class Trainer:
             self.parts[name].load_state_dict(model.state_dict())
         offset = {"vae": steps["vae"], "dit": steps["dit"]}
         if self.tcfg.vae_steps > steps["vae"]:  # the VAE goes on; the DiT starts over (its latents change)
-            self.parts["transformer"].load_state_dict(build_components(self.mcfg)["transformer"].state_dict())
+            self._restart_dit()
             stage, offset["dit"] = "vae", 0
         else:
             stage = "dit"
@@ -218,6 +218,12 @@ class Trainer:
                       "losses": {"vae": [], "dit": []}}
         self.opt = self._optimizer()
         print(f"from {folder} ({steps}): {stage} stage at step {offset[stage]}", flush=True)
+
+    def _restart_dit(self):
+        """Fresh transformer and text encoder: the VAE goes on, so what they learned of its latents is moot."""
+        fresh = build_components(self.mcfg)
+        for name in ("transformer", "text_encoder"):
+            self.parts[name].load_state_dict(fresh[name].state_dict())
 
     def _optimizer(self):
         if self.state["stage"] == "vae":
@@ -240,9 +246,7 @@ class Trainer:
         if self.state["stage"] == "dit" and self.tcfg.vae_steps > vae_done:
             # --vae-steps raised after the VAE stage ended: it reopens where it stopped (a fresh optimizer
             # after a short warm-up); the DiT stage starts over, since the latents it learned will change
-            fresh = build_components(self.mcfg)
-            for name in ("transformer", "text_encoder"):
-                self.parts[name].load_state_dict(fresh[name].state_dict())
+            self._restart_dit()
             self.state = {"stage": "vae", "step": vae_done, "warm_from": vae_done,
                           "offset": {"vae": self.state.get("offset", {}).get("vae", 0), "dit": 0},
                           "losses": {"vae": self.state["losses"]["vae"], "dit": []}}
@@ -287,12 +291,10 @@ class Trainer:
         from .tiny_data import parse_caption, render
         from .tiny_quality import MOTION_PROMPTS, frame_strip, motion_check
 
-        vae, lines, rows = self.parts["vae"], [], []
+        lines, rows = [], []
         for i, prompt in enumerate(MOTION_PROMPTS):
             clip = render(parse_caption(prompt, np.random.default_rng(i)), self.mcfg.frames, self.mcfg.size)
-            video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].to(self.device) * 2 - 1
-            with torch.no_grad():
-                recon = vae.decode(vae.encode(video).latent_dist.mode()).sample.float().clamp(-1, 1)
+            video, recon = self._reconstruct(clip)
             frames = ((recon[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
             check = motion_check(frames, prompt)
             rows += [(clip.frames * 255).round().astype(np.uint8), frames]
@@ -307,20 +309,25 @@ class Trainer:
             pass
         return "\n".join(lines)
 
+    def _reconstruct(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
+        """(video, its VAE reconstruction), `[1, 3, F, H, W]` in [-1, 1]."""
+        vae = self.parts["vae"]
+        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].to(self.device) * 2 - 1
+        with torch.no_grad():
+            return video, vae.decode(vae.encode(video).latent_dist.mode()).sample.float().clamp(-1, 1)
+
     def colour_drift(self) -> dict:
         """Per colour of the grammar: the worst error over frames of the decoded colour at the centre
-        of a still circle (the v3 VAE kept every colour but red, whose R channel faded to black after
-        frame 16: bench/results/tiny-train-v3-nvidia-h200-2026-12-02.md)."""
+        of a still circle (the v3 VAE lost red, its R channel fading to black after frame 16, and
+        green: bench/results/tiny-train-v3-nvidia-h200-2026-12-02.md)."""
         from .tiny_data import COLORS, parse_caption, render
 
-        vae, drift = self.parts["vae"], {}
+        drift = {}
         for color in COLORS:
             spec = parse_caption(f"a {color} circle moving right")
             spec["objects"][0].speed = 0.0
             clip = render(spec, self.mcfg.frames, self.mcfg.size)
-            video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].to(self.device) * 2 - 1
-            with torch.no_grad():
-                recon = vae.decode(vae.encode(video).latent_dist.mode()).sample.float().clamp(-1, 1)
+            video, recon = self._reconstruct(clip)
             x, y = (int(v) for v in clip.centres[0][0])
             r = max(1, int(0.05 * self.mcfg.size))  # well inside the circle (radius 0.13 of the side)
             decoded = recon[0, :, :, y - r:y + r, x - r:x + r].mean((2, 3))  # [3, frames]

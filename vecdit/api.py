@@ -98,12 +98,11 @@ def stats(pipe) -> dict:
         tracker = hook.t if hook.t.history else hook.last
         history += tracker.history
         for r in tracker.stats:
-            t0, t1, t2 = r.events or (None, None, None)  # compiled blocks record no times
+            events = r.events or (None,) * 3  # compiled blocks record no times
             records.append({
                 "model": index, "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
                 "target": target, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
-                "selection_ms": Timer.elapsed_ms(t0, t1) if r.events else None,
-                "attention_ms": Timer.elapsed_ms(t1, t2) if r.events else None,
+                "selection_ms": Timer.elapsed_ms(*events[:2]), "attention_ms": Timer.elapsed_ms(*events[1:]),
             })
     by_step, by_layer = defaultdict(list), defaultdict(list)
     for r in records:

@@ -393,7 +393,9 @@ class Timer:
         return time.perf_counter()
 
     @staticmethod
-    def elapsed_ms(a, b) -> float:
+    def elapsed_ms(a, b) -> float | None:
+        if a is None:  # not timed (a compiled block)
+            return None
         if isinstance(a, float):
             return (b - a) * 1e3
         b.synchronize()
