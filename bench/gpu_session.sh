@@ -2,7 +2,7 @@
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
 #   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
-#                              train-tiny|tiny-quality|kernel-rows|lab ...]
+#                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile vecdit-compile-fp8"`) and tests/test_fp8.py need torchao,
 # which the GPU image lacks: after wheels.sh, also (3 MB; torchao 0.17 pairs with the host's torch 2.11)
@@ -65,6 +65,21 @@ for step in $steps; do
       else
         split -b 15m -d /tmp/tiny/checkpoint.pt "$OUT/checkpoint.pt.part"
       fi
+      ls -la "$OUT" ;;
+    train-tiny-pair)  # two runs on one GPU from the packaged model (TRAIN_MINUTES, default 8.2): the DiT goes on
+      # (DIT_ARGS, e.g. "--dit-steps 7400 --batch 48") while the VAE's decoder alone trains (DECODER_ARGS, e.g.
+      # "--decoder-steps 1200"); then the decoder joins the DiT's export, which comes back in 15 MiB parts
+      done_dit=$(python3 -c "import json; print(json.load(open('pipelines/tiny_model/vecdit_tiny.json'))['steps']['dit'])")
+      (cd /tmp && timeout 560 python3 -m vecdit.pipelines.tiny_train --out /tmp/tiny --init-from "$R/pipelines/tiny_model" \
+        --finish --max-minutes ${TRAIN_MINUTES:-8.2} ${DIT_ARGS:-} > "$OUT/train-dit.log" 2>&1) &
+      (cd /tmp && timeout 560 python3 -m vecdit.pipelines.tiny_train --out /tmp/tiny-decoder --init-from "$R/pipelines/tiny_model" \
+        --finish --max-minutes ${TRAIN_MINUTES:-8.2} --dit-steps "$done_dit" ${DECODER_ARGS:-} > "$OUT/train-decoder.log" 2>&1) &
+      wait
+      grep -v "Warn\|warn\|Loading\|Writing" "$OUT/train-dit.log" | tail -12; grep -v "Warn\|warn\|Loading\|Writing" "$OUT/train-decoder.log" | tail -14
+      (cd /tmp && python3 -m vecdit.pipelines.tiny_train --out /tmp/tiny --take-decoder-from /tmp/tiny-decoder/pipeline 2>&1 | tail -2)
+      cp /tmp/tiny-decoder/vae-check.png "$OUT/" 2>/dev/null; cp /tmp/tiny/loss.png "$OUT/tiny-loss-dit.png" 2>/dev/null
+      cp /tmp/tiny-decoder/loss.png "$OUT/tiny-loss-decoder.png" 2>/dev/null
+      tar -C /tmp/tiny -cf /tmp/tiny-pipeline.tar pipeline && split -b 15m -d /tmp/tiny-pipeline.tar "$OUT/tiny-pipeline.tar.part"
       ls -la "$OUT" ;;
     tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call
       (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model /tmp/tiny/pipeline --out "$OUT" 2>&1 | tail -30) ;;

@@ -191,7 +191,9 @@ def main(argv=None) -> int:
         print("no trained tiny model: train one (python -m vecdit.pipelines.tiny_train) or pass --model", file=sys.stderr)
         return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = WanPipeline.from_pretrained(folder, dtype=torch.float32).to(device)
+    # bf16 on the GPU, where vecdit's kernels take it (in fp32 they fall back to the PyTorch reference)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    pipe = WanPipeline.from_pretrained(folder, dtype=dtype).to(device)
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         model_config = json.load(f)["model_config"]
     size = {k: model_config[k] for k in ("size", "frames")}
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
     with open(stem + ".json", "w") as f:
-        json.dump({"model": folder, "card": card, **result}, f, indent=1)
+        json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(markdown(result, os.path.basename(os.path.normpath(folder)), card))
     # the first prompt: dense, then each tile-order density, one row of frames each

@@ -7,7 +7,8 @@ diffusers / transformers classes, trained here, saved with `save_pretrained` (fp
 Stage 1 trains the `AutoencoderKLWan` as an autoencoder on short clips and crops (L1 + a small KL
 term), then fixes its latent mean / std. Stage 2 encodes a fixed set of clips once with the frozen
 VAE and trains the `WanTransformer3DModel` and the small UMT5 text encoder jointly with the
-flow-matching loss on those latents (captions dropped 10% of the time, for classifier-free guidance). Every `--save-every` steps a checkpoint (models,
+flow-matching loss on those latents (captions dropped 10% of the time, for classifier-free guidance).
+An optional stage 3 (`--decoder-steps`) trains the VAE's decoder alone, which the DiT does not see. Every `--save-every` steps a checkpoint (models,
 optimizer, step, stage, loss history) is written, so a run of under 10 minutes picks up where the
 last one stopped; when both stages are done the pipeline folder and a loss-curve PNG are written.
 """
@@ -70,6 +71,10 @@ class TrainConfig:
     # reconstruction loss: with a plain L1 the background dominated and objects faded
     vae_object_weight: float = 8.0
     caption_dropout: float = 0.1
+    # a last stage that trains only the VAE's decoder (encoder and latent statistics fixed, so what the
+    # DiT learned stays valid): the v3 decoder lost red after frame 16 though the latents kept it,
+    # and this stage can run beside a DiT run (`--init-from` both, then `take_decoder`)
+    decoder_steps: int = 0
     save_every: int = 500
     seed: int = 0
 
@@ -185,7 +190,7 @@ class Trainer:
         for name in ("vae", "transformer", "text_encoder"):
             self.parts[name].to(device).train()
         self.parts["vae"].decoder.register_forward_hook(_straight_through_clamp)
-        self.state = {"stage": "vae", "step": 0, "losses": {"vae": [], "dit": []}}
+        self.state = {"stage": "vae", "step": 0, "losses": {"vae": [], "dit": [], "decoder": []}}
         self.opt = self._optimizer()
         if init_from is not None and not os.path.exists(self.checkpoint_path):
             self._init_from(init_from)
@@ -193,7 +198,7 @@ class Trainer:
 
     def done_steps(self, stage: str) -> int:
         """Steps of `stage` trained so far, those of the model it started from (`init_from`) included."""
-        return self.state.get("offset", {}).get(stage, 0) + len(self.state["losses"][stage])
+        return self.state.get("offset", {}).get(stage, 0) + len(self.state["losses"].get(stage, []))
 
     def _init_from(self, folder: str):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -206,16 +211,19 @@ class Trainer:
                   "text_encoder": UMT5EncoderModel.from_pretrained(folder, subfolder="text_encoder", dtype=torch.float32)}
         for name, model in loaded.items():
             self.parts[name].load_state_dict(model.state_dict())
-        offset = {"vae": steps["vae"], "dit": steps["dit"]}
+        offset = {"vae": steps["vae"], "dit": steps["dit"], "decoder": steps.get("decoder", 0)}
         if self.tcfg.vae_steps > steps["vae"]:  # the VAE goes on; the DiT starts over (its latents change)
             self._restart_dit()
-            stage, offset["dit"] = "vae", 0
+            stage, offset["dit"], offset["decoder"] = "vae", 0, 0
         else:
-            stage = "dit"
             config = loaded["vae"].config
             self._freeze_vae({"mean": list(config.latents_mean), "std": list(config.latents_std)})
+            stage = "dit"
+            if self.tcfg.dit_steps <= steps["dit"] and self.tcfg.decoder_steps > offset["decoder"]:
+                stage = "decoder"
+                self._unfreeze_decoder()
         self.state = {"stage": stage, "step": offset[stage], "warm_from": offset[stage], "offset": offset,
-                      "losses": {"vae": [], "dit": []}}
+                      "losses": {"vae": [], "dit": [], "decoder": []}}
         self.opt = self._optimizer()
         print(f"from {folder} ({steps}): {stage} stage at step {offset[stage]}", flush=True)
 
@@ -225,9 +233,20 @@ class Trainer:
         for name in ("transformer", "text_encoder"):
             self.parts[name].load_state_dict(fresh[name].state_dict())
 
+    def _unfreeze_decoder(self):
+        """The decoder side of the frozen VAE (`post_quant_conv`, `decoder`) trains again; the encoder
+        side and the latent statistics stay as the DiT learned them."""
+        vae = self.parts["vae"].train()
+        for module in (vae.post_quant_conv, vae.decoder):
+            module.requires_grad_(True)
+
     def _optimizer(self):
         if self.state["stage"] == "vae":
             return torch.optim.AdamW(self.parts["vae"].parameters(), lr=self.tcfg.lr_vae, weight_decay=0.0)
+        if self.state["stage"] == "decoder":
+            vae = self.parts["vae"]
+            params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+            return torch.optim.AdamW(params, lr=self.tcfg.lr_vae, weight_decay=0.0)
         params = list(self.parts["transformer"].parameters()) + list(self.parts["text_encoder"].parameters())
         return torch.optim.AdamW(params, lr=self.tcfg.lr_dit, weight_decay=0.01)
 
@@ -253,8 +272,11 @@ class Trainer:
             self.opt = self._optimizer()
             print(f"VAE stage reopened at step {vae_done} of {self.tcfg.vae_steps}; the DiT stage starts over", flush=True)
             return
-        if self.state["stage"] == "dit":
-            self._freeze_vae(ckpt["latent_stats"])
+        self.state["losses"].setdefault("decoder", [])
+        if self.state["stage"] in ("dit", "decoder"):  # (a trained decoder is not rounded again)
+            self._freeze_vae(ckpt["latent_stats"], round_to_bf16=self.state["stage"] == "dit")
+        if self.state["stage"] == "decoder":
+            self._unfreeze_decoder()
         self.opt = self._optimizer()
         self.opt.load_state_dict(ckpt["optimizer"])  # casts the bf16 moments back to the parameters' fp32
 
@@ -272,10 +294,10 @@ class Trainer:
         torch.save(ckpt, tmp)
         os.replace(tmp, self.checkpoint_path)  # a killed run keeps the previous checkpoint
 
-    def _freeze_vae(self, stats=None):
+    def _freeze_vae(self, stats=None, round_to_bf16: bool = True):
         vae = self.parts["vae"].eval().requires_grad_(False)
         with torch.no_grad():  # rounded to bf16 once: the DiT-stage checkpoints then keep it in bf16, losslessly
-            for p in vae.parameters():
+            for p in vae.parameters() if round_to_bf16 else ():
                 p.copy_(p.to(torch.bfloat16))
         if stats is None:  # the latent statistics of a fresh batch: the transformer sees unit-scale latents
             video, _ = clip_batch(10**6, max(4, self.tcfg.batch), self.mcfg, self.tcfg.seed + 1, self.device)
@@ -300,14 +322,17 @@ class Trainer:
             rows += [(clip.frames * 255).round().astype(np.uint8), frames]
             lines.append(f"vae check: {prompt}: L1 {(recon - video).abs().mean():.4f}, colour seen in "
                          f"{check['seen']:.0%} of frames, motion {'ok' if check['ok'] else 'NOT ok'}")
-        lines.append("vae colour drift (worst |decoded - true| at a still circle's centre, over frames; 2 = lost): " +
-                     ", ".join(f"{c} {d:.2f}" for c, d in self.colour_drift().items()))
+        lines.append(self._drift_line())
         try:  # each clip over its reconstruction
             os.makedirs(self.out, exist_ok=True)
             frame_strip(np.concatenate(rows, axis=1), os.path.join(self.out, "vae-check.png"))
         except ImportError:  # PIL
             pass
         return "\n".join(lines)
+
+    def _drift_line(self) -> str:
+        return ("vae colour drift (worst |decoded - true| at a still circle's centre, over frames; 2 = lost): " +
+                ", ".join(f"{c} {d:.2f}" for c, d in self.colour_drift().items()))
 
     def _reconstruct(self, clip) -> tuple[torch.Tensor, torch.Tensor]:
         """(video, its VAE reconstruction), `[1, 3, F, H, W]` in [-1, 1]."""
@@ -363,7 +388,8 @@ class Trainer:
     def _set_lr(self, stage: str, step: int):
         """A short warm-up (200 steps; 50 where a stage goes on with a fresh optimizer), then
         constant, then a linear decay to a tenth over the last 30% of the stage."""
-        base, steps = (self.tcfg.lr_vae, self.tcfg.vae_steps) if stage == "vae" else (self.tcfg.lr_dit, self.tcfg.dit_steps)
+        base, steps = {"vae": (self.tcfg.lr_vae, self.tcfg.vae_steps), "dit": (self.tcfg.lr_dit, self.tcfg.dit_steps),
+                       "decoder": (self.tcfg.lr_vae, self.tcfg.decoder_steps)}[stage]
         warm_from = self.state.get("warm_from", 0)
         warm = min(1.0, (step - warm_from + 1) / (50 if warm_from else 200))
         decay = min(1.0, max(0.1, (steps - step) / (0.3 * steps)))
@@ -385,11 +411,20 @@ class Trainer:
                 self.state.update(stage="dit", step=0, warm_from=0)
                 self.opt = self._optimizer()
                 continue
-            if stage == "dit" and step >= self.tcfg.dit_steps:
+            if stage == "dit" and step >= self.tcfg.dit_steps and self.tcfg.decoder_steps > self.done_steps("decoder"):
+                self._unfreeze_decoder()
+                print("before the decoder stage: " + self._drift_line(), flush=True)
+                self.state.update(stage="decoder", step=self.done_steps("decoder"), warm_from=self.done_steps("decoder"))
+                self.opt = self._optimizer()
+                continue
+            if (stage == "dit" and step >= self.tcfg.dit_steps) or (stage == "decoder" and step >= self.tcfg.decoder_steps):
+                if stage == "decoder":
+                    self.parts["vae"].eval()
+                    print(self.vae_report(), flush=True)
                 self.save()
                 self.export()
                 return True
-            if stage == "vae":
+            if stage in ("vae", "decoder"):
                 centres = []
                 video, captions = clip_batch(step, self.tcfg.vae_batch, self.mcfg, self.tcfg.seed, self.device,
                                              frames=self.tcfg.vae_frames, centres=centres)
@@ -400,7 +435,7 @@ class Trainer:
                     break
             self._set_lr(stage, step)
             with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
-                if stage == "vae":
+                if stage in ("vae", "decoder"):  # the decoder stage: no gradient reaches the frozen encoder
                     loss, report = vae_loss(self.parts["vae"], video, self.tcfg.kl_weight, self.tcfg.vae_object_weight)
                 else:
                     drop = torch.rand(len(captions), generator=torch.Generator().manual_seed(step)) < self.tcfg.caption_dropout
@@ -421,8 +456,11 @@ class Trainer:
             if (step + 1) % self.tcfg.save_every == 0:
                 self.save()
         self.save()
-        if finish and self.state["stage"] == "dit" and self.state["step"] > 0:
-            print(f"finishing early at DiT step {self.state['step']} of {self.tcfg.dit_steps}", flush=True)
+        if finish and self.state["stage"] in ("dit", "decoder") and self.state["step"] > 0:
+            print(f"finishing early at {self.state['stage']} step {self.state['step']}", flush=True)
+            if self.state["stage"] == "decoder":
+                self.parts["vae"].eval()
+                print(self.vae_report(), flush=True)
             self.export()
             return True
         return False
@@ -444,6 +482,31 @@ class Trainer:
         return folder
 
 
+def take_decoder(pipeline: str, source: str) -> None:
+    """Put the VAE of `source` (an export whose last stage trained only the decoder) into `pipeline`
+    (an export of the same model whose DiT went on meanwhile): checks that both encoders and latent
+    statistics are the same, so the DiT's latents are unchanged."""
+    import shutil
+
+    from diffusers import AutoencoderKLWan
+
+    mine, theirs = (AutoencoderKLWan.from_pretrained(f, subfolder="vae") for f in (pipeline, source))
+    for part in ("encoder", "quant_conv"):
+        a, b = getattr(mine, part).state_dict(), getattr(theirs, part).state_dict()
+        if any(not torch.equal(a[k], b[k]) for k in a):
+            raise ValueError(f"source: its VAE's {part} differs from the pipeline's; only a decoder-stage export of the same model fits")
+    if list(mine.config.latents_mean) != list(theirs.config.latents_mean) or list(mine.config.latents_std) != list(theirs.config.latents_std):
+        raise ValueError("source: its latent statistics differ from the pipeline's")
+    shutil.rmtree(os.path.join(pipeline, "vae"))
+    shutil.copytree(os.path.join(source, "vae"), os.path.join(pipeline, "vae"))
+    with open(os.path.join(pipeline, "vecdit_tiny.json")) as f:
+        record = json.load(f)
+    with open(os.path.join(source, "vecdit_tiny.json")) as f:
+        record["steps"]["decoder"] = json.load(f)["steps"].get("decoder", 0)
+    with open(os.path.join(pipeline, "vecdit_tiny.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def plot_losses(losses: dict, path: str) -> bool:
     try:
         import matplotlib
@@ -452,13 +515,18 @@ def plot_losses(losses: dict, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    losses = {k: v for k, v in losses.items() if v}  # a run from `--init-from` trains one stage
+    if not losses:
+        return False
+    fig, axes = plt.subplots(1, len(losses), figsize=(4.5 * len(losses), 3.2), squeeze=False)
+    axes = axes[0]
     for ax, (stage, values) in zip(axes, losses.items()):
         if values:
             window = max(1, len(values) // 100)
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             ax.plot(smooth)
-        ax.set(title={"vae": "autoencoder L1", "dit": "flow matching MSE"}[stage], xlabel="step", yscale="log")
+        ax.set(title={"vae": "autoencoder L1", "dit": "flow matching MSE", "decoder": "decoder-only L1"}[stage],
+               xlabel="step", yscale="log")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
@@ -475,7 +543,13 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=TinyModelConfig.size)
     p.add_argument("--init-from", help="go on from this exported pipeline folder (e.g. pipelines/tiny_model)")
     p.add_argument("--finish", action="store_true", help="export at the deadline even if the DiT stage is not done")
+    p.add_argument("--take-decoder-from", metavar="FOLDER",
+                   help="no training: put this decoder-stage export's VAE into OUT/pipeline (see take_decoder)")
     args = p.parse_args(argv)
+    if args.take_decoder_from:
+        take_decoder(os.path.join(args.out, "pipeline"), args.take_decoder_from)
+        print("decoder taken from", args.take_decoder_from)
+        return 0
     train_cfg = TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
     trainer = Trainer(args.out, TinyModelConfig(frames=args.frames, size=args.size), train_cfg, args.device,
                       init_from=args.init_from)
