@@ -8,9 +8,10 @@ Stage 1 trains the `AutoencoderKLWan` as an autoencoder on short clips and crops
 term), then fixes its latent mean / std. Stage 2 encodes a fixed set of clips once with the frozen
 VAE and trains the `WanTransformer3DModel` and the small UMT5 text encoder jointly with the
 flow-matching loss on those latents (captions dropped 10% of the time, for classifier-free guidance).
-An optional stage 3 (`--decoder-steps`) trains the VAE's decoder alone, which the DiT does not see. Every `--save-every` steps a checkpoint (models,
-optimizer, step, stage, loss history) is written, so a run of under 10 minutes picks up where the
-last one stopped; when both stages are done the pipeline folder and a loss-curve PNG are written.
+An optional stage 3 (`--decoder-steps`) trains the VAE's decoder alone, which the DiT does not see.
+Every `--save-every` steps a checkpoint (models, optimizer, step, stage, loss history) is written, so
+a run of under 10 minutes picks up where the last one stopped; when the stages are done the pipeline
+folder and a loss-curve PNG are written.
 """
 from __future__ import annotations
 
