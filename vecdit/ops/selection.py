@@ -126,20 +126,45 @@ def pool_queries_triton(q, scale, query_index, block_size) -> torch.Tensor:
     return pooled
 
 
-def _budget_cuts_triton(pooled, k, max_columns, min_columns):
-    """(lower, upper) fp32 `[rows]` from the pooled queries' scores against the key sample, a few
-    heads at a time (their sampled scores are the only transient)."""
+def split_pooled(pooled: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) in `dtype` with hi + lo = the fp32 pooled queries to ~16 mantissa bits: the
+    scoring kernels' two dots carry fp32 accuracy on bf16 / fp16 tensor cores."""
+    hi = pooled.to(dtype)
+    return hi, (pooled - hi.float()).to(dtype)
+
+
+def sample_scores_triton(q_hi, q_lo, k, sample, head_start: int, heads: int) -> torch.Tensor:
+    """fp32 `[B, heads, NQB, n]`: the pooled queries (hi + lo, `[B * H, NQB, D]`) of heads
+    `head_start ..` against the keys `sample` (int64 `[n]`) of k `[B, Sk, H, D]`."""
+    import triton
+
+    from ._sample_scores_kernel import sample_scores_kernel
+
+    batch, _, num_heads, dim = k.shape
+    nqb, n = q_hi.shape[1], sample.shape[0]
+    out = torch.empty(batch, heads, nqb, n, dtype=torch.float32, device=k.device)
+    block_m, block_n = 64, 128
+    grid = (triton.cdiv(nqb, block_m), triton.cdiv(n, block_n), batch * heads)
+    sample_scores_kernel[grid](q_hi, q_lo, k, sample, out, *k.stride(), num_heads, head_start, heads, nqb, n,
+                               HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, UPCAST=interpret_mode(), num_warps=4)
+    return out
+
+
+def _budget_cuts_triton(q_hi, q_lo, k, max_columns, min_columns):
+    """(lower, upper) fp32 `[rows]` from the pooled queries' scores against the key sample (scored
+    as the mask pass scores, `sample_scores_triton`), a few heads at a time (their sampled scores
+    are the only transient)."""
     batch, num_keys, heads, _ = k.shape
     sample = key_sample(num_keys, k.device)
-    ks = (k if sample is None else k[:, sample]).float().permute(0, 2, 3, 1)  # [B, H, D, n]
-    bh, nqb, dim = pooled.shape
-    pooled = pooled.view(batch, heads, nqb, dim)
-    step = max(1, _BUDGET_CHUNK_BYTES // max(1, nqb * ks.shape[-1] * 4))
-    cap, floor, keep_all = cut_ranks(ks.shape[-1], num_keys, max_columns, min_columns)
+    if sample is None:
+        sample = torch.arange(num_keys, device=k.device)
+    nqb, n = q_hi.shape[1], sample.shape[0]
+    step = max(1, _BUDGET_CHUNK_BYTES // max(1, batch * nqb * n * 4))
+    cap, floor, keep_all = cut_ranks(n, num_keys, max_columns, min_columns)
     lower = torch.full((batch, heads, nqb), -math.inf, dtype=torch.float32, device=k.device)
     upper = torch.full_like(lower, -math.inf if keep_all else math.inf)
     for h in range(0, heads, step):
-        scores = pooled[:, h:h + step] @ ks[:, h:h + step]  # fp32 [B, h, nqb, n]
+        scores = sample_scores_triton(q_hi, q_lo, k, sample, h, min(step, heads - h))  # [B, h, nqb, n]
         for rank, cut in ((cap, lower), (floor, upper)):
             if rank:
                 sample_cut(scores, rank, cut[:, h:h + step])
@@ -175,12 +200,10 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     nqb = pooled.shape[1]
     rows = batch * heads * nqb
     num_words = triton.cdiv(num_keys, RUNNING_TILE)  # one 64-bit word per key tile
-    # hi + lo in the input dtype carry ~16 mantissa bits of the fp32 pooled query into bf16 dots
-    q_hi = pooled.to(q.dtype)
-    q_lo = (pooled - q_hi.float()).to(q.dtype)
+    q_hi, q_lo = split_pooled(pooled, q.dtype)
     f32 = dict(dtype=torch.float32, device=q.device)
     if max_columns or min_columns:
-        lower, upper = _budget_cuts_triton(pooled, k, max_columns, min_columns)
+        lower, upper = _budget_cuts_triton(q_hi, q_lo, k, max_columns, min_columns)
     else:
         lower, upper = torch.full((rows,), -math.inf, **f32), torch.full((rows,), math.inf, **f32)
     row_max = torch.zeros(rows, **f32)
