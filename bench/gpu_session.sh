@@ -81,8 +81,9 @@ for step in $steps; do
       cp /tmp/tiny-decoder/loss.png "$OUT/tiny-loss-decoder.png" 2>/dev/null
       tar -C /tmp/tiny -cf /tmp/tiny-pipeline.tar pipeline && split -b 15m -d /tmp/tiny-pipeline.tar "$OUT/tiny-pipeline.tar.part"
       ls -la "$OUT" ;;
-    tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call
-      (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model /tmp/tiny/pipeline --out "$OUT" 2>&1 | tail -30) ;;
+    tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call, else on the packaged one
+      model=/tmp/tiny/pipeline; [ -f $model/model_index.json ] || model="$R/pipelines/tiny_model"
+      (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model "$model" --out "$OUT" 2>&1 | tail -30) ;;
     kernel-rows)  # 128-query tiles: the Gluon kernel (default) against the Triton one
       timeout ${KR_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${KR_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} \
         --inputs structured --variants tiles128-topk tiles128-triton --name attention-kernel-rows --out "$OUT" 2>&1 \
