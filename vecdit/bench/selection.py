@@ -4,7 +4,7 @@ dense cuDNN time of the same shape (the selection's budget is a share of it).
 
 Stages of the top-k selection (`vector_selection(q, k, None, max_density=d)`): pooling of the
 query tiles, the budget cut (scores of the pooled queries against the 8,192-key sample, by the
-hi/lo kernel and as the fp32 GEMM it replaced, then the cut per row: the bisection kernel, and
+kernel and as the fp32 GEMM it replaced, then the cut per row: the bisection kernel, and
 `torch.topk` as it was before), the mask pass over all
 keys, the bitmask expansion into index lists. Medians of triton.testing.do_bench.
 """
@@ -22,7 +22,6 @@ from vecdit.ops.selection import (
     pool_queries_triton,
     sample_cut,
     sample_scores_triton,
-    split_pooled,
 )
 from vecdit.ops.sparse_format import _expand_triton
 
@@ -40,18 +39,16 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     gap = torch.full((q.shape[2],), float("inf"), device=q.device)
     t = {"pool": do_bench_ms(lambda: pool_queries_triton(q, scale, index, bs))}
     pooled = pool_queries_triton(q, scale, index, bs)
-    q_hi, q_lo = split_pooled(pooled, q.dtype)
-    t["cut (scores + bisection)"] = do_bench_ms(lambda: _budget_cuts_triton(q_hi, q_lo, k, max_columns, 0))
+    t["cut (scores + bisection)"] = do_bench_ms(lambda: _budget_cuts_triton(pooled, k, max_columns, 0))
     sample = key_sample(num_keys, k.device)
     sample = torch.arange(num_keys, device=k.device) if sample is None else sample
     h = k.shape[2]
-    t["cut: sample scores alone (hi/lo kernel, all heads)"] = do_bench_ms(
-        lambda: sample_scores_triton(q_hi, q_lo, k, sample, 0, h))
+    t["cut: sample scores alone (kernel, all heads)"] = do_bench_ms(lambda: sample_scores_triton(pooled, k, sample, 0, h))
     b = k.shape[0]
-    p4, ks = pooled.view(b, h, -1, pooled.shape[-1]), k[:, sample].float().permute(0, 2, 3, 1)
+    p4, ks = pooled.float().view(b, h, -1, pooled.shape[-1]), k[:, sample].float().permute(0, 2, 3, 1)
     t["cut: sample scores as fp32 GEMM (before)"] = do_bench_ms(lambda: p4 @ ks)
     p4 = ks = None
-    scores = sample_scores_triton(q_hi, q_lo, k, sample, 0, h)
+    scores = sample_scores_triton(pooled, k, sample, 0, h)
     n = scores.shape[-1]
     rank = -(-max_columns * n // num_keys)
     out = torch.empty(scores.shape[:-1], device=q.device)

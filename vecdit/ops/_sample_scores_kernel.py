@@ -1,8 +1,8 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Triton kernel: scores of the pooled queries against the fixed key sample that places the budget
-cuts, as the mask pass scores them (bf16/fp16 hi + lo halves of the fp32 pooled query, two dots on
-the tensor cores, fp32 out). It reads the sampled K rows through the sample's index: no gathered
-copy of K, and no fp32 GEMM (1.23 of the cut's 2.89 ms at HunyuanVideo-720p, 4x4x8 tiles, H200).
+cuts, as the mask pass scores them (the pooled query in the input dtype, one dot on the tensor
+cores, fp32 out). It reads the sampled K rows through the sample's index: no gathered copy of K,
+and no fp32 GEMM (1.23 of the cut's 2.89 ms at HunyuanVideo-720p, 4x4x8 tiles, H200).
 
 One program = one (batch, head), BLOCK_M rows (query blocks) and BLOCK_N sampled keys; the output
 is fp32 `[rows, n]`, rows of the heads `HEAD_START .. HEAD_START + heads in the grid`.
@@ -15,7 +15,7 @@ from ._common import mma
 
 @triton.jit
 def sample_scores_kernel(
-    Q_HI, Q_LO, K, SAMPLE, OUT,
+    POOLED, K, SAMPLE, OUT,
     stride_kb, stride_ks, stride_kh, stride_kd,
     H, HEAD_START, HEADS_IN_GRID, num_query_blocks, n,
     HEAD_DIM: tl.constexpr,
@@ -34,15 +34,14 @@ def sample_scores_kernel(
     row_ok = local < num_query_blocks
     offs_d = tl.arange(0, HEAD_DIM)
     q_ptrs = (bh.to(tl.int64) * num_query_blocks + local)[:, None] * HEAD_DIM + offs_d[None, :]
-    q_hi = tl.load(Q_HI + q_ptrs, mask=row_ok[:, None], other=0.0)
-    q_lo = tl.load(Q_LO + q_ptrs, mask=row_ok[:, None], other=0.0)
+    pooled = tl.load(POOLED + q_ptrs, mask=row_ok[:, None], other=0.0)
 
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < n
     keys = tl.load(SAMPLE + cols, mask=col_ok, other=0).to(tl.int64)
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     k = tl.load(k_base + keys[None, :] * stride_ks + offs_d[:, None] * stride_kd, mask=col_ok[None, :], other=0.0)
-    s = mma(q_hi, k, UPCAST) + mma(q_lo, k, UPCAST)
+    s = mma(pooled, k, UPCAST)
 
     out_rows = (grid_bh.to(tl.int64) * num_query_blocks + local)  # rows of this chunk's output
     tl.store(OUT + out_rows[:, None] * n + cols[None, :], s, mask=row_ok[:, None] & col_ok[None, :])

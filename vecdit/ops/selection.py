@@ -73,7 +73,8 @@ def vector_selection(
 ) -> VectorSelection:
     """Select key columns per query block: the method's min-p rule, a per-block budget, or both.
 
-    Each block's queries are mean-pooled in fp32; key j gets the score s_j = (q̄ · k_j) * scale, and
+    Each block's queries are mean-pooled (summed in fp32), times `scale`, and rounded to q's dtype:
+    q̄; key j gets the score s_j = q̄ · k_j (exact products, summed in fp32), and
     is kept if s_j >= m - gap with gap = -ln(threshold), i.e. p_j >= threshold * p_max, and if it
     is among the block's `max_density * Sk` best (the budget).
 
@@ -112,7 +113,8 @@ def vector_selection(
 
 
 def pool_queries_triton(q, scale, query_index, block_size) -> torch.Tensor:
-    """fp32 `[B * H, num_blocks, D]`: each block's mean query times `scale` (one read of q)."""
+    """`[B * H, num_blocks, D]` in q's dtype: each block's mean query times `scale`, summed in fp32
+    and rounded once (the rule's pooled query; one read of q)."""
     import triton
 
     from ._pool_kernel import pool_queries_kernel
@@ -123,34 +125,28 @@ def pool_queries_triton(q, scale, query_index, block_size) -> torch.Tensor:
     pool_queries_kernel[(nqb, batch * heads)](
         q, query_index if query_index is not None else pooled, pooled, *q.stride(), heads, seq_q, nqb, scale,
         HEAD_DIM=dim, BLOCK_SIZE=block_size, INDEXED=query_index is not None, num_warps=4)
-    return pooled
+    # rounded by torch (to nearest even; Triton's interpreter truncates): a tiny [B * H, blocks, D] copy
+    return pooled.to(q.dtype)
 
 
-def split_pooled(pooled: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hi, lo) in `dtype` with hi + lo = the fp32 pooled queries to ~16 mantissa bits: the
-    scoring kernels' two dots carry fp32 accuracy on bf16 / fp16 tensor cores."""
-    hi = pooled.to(dtype)
-    return hi, (pooled - hi.float()).to(dtype)
-
-
-def sample_scores_triton(q_hi, q_lo, k, sample, head_start: int, heads: int) -> torch.Tensor:
-    """fp32 `[B, heads, NQB, n]`: the pooled queries (hi + lo, `[B * H, NQB, D]`) of heads
+def sample_scores_triton(pooled, k, sample, head_start: int, heads: int) -> torch.Tensor:
+    """fp32 `[B, heads, NQB, n]`: the pooled queries (`[B * H, NQB, D]`, k's dtype) of heads
     `head_start ..` against the keys `sample` (int64 `[n]`) of k `[B, Sk, H, D]`."""
     import triton
 
     from ._sample_scores_kernel import sample_scores_kernel
 
     batch, _, num_heads, dim = k.shape
-    nqb, n = q_hi.shape[1], sample.shape[0]
+    nqb, n = pooled.shape[1], sample.shape[0]
     out = torch.empty(batch, heads, nqb, n, dtype=torch.float32, device=k.device)
     block_m, block_n = 64, 128
     grid = (triton.cdiv(nqb, block_m), triton.cdiv(n, block_n), batch * heads)
-    sample_scores_kernel[grid](q_hi, q_lo, k, sample, out, *k.stride(), num_heads, head_start, heads, nqb, n,
+    sample_scores_kernel[grid](pooled, k, sample, out, *k.stride(), num_heads, head_start, heads, nqb, n,
                                HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, UPCAST=interpret_mode(), num_warps=4)
     return out
 
 
-def _budget_cuts_triton(q_hi, q_lo, k, max_columns, min_columns):
+def _budget_cuts_triton(pooled, k, max_columns, min_columns):
     """(lower, upper) fp32 `[rows]` from the pooled queries' scores against the key sample (scored
     as the mask pass scores, `sample_scores_triton`), a few heads at a time (their sampled scores
     are the only transient)."""
@@ -158,13 +154,13 @@ def _budget_cuts_triton(q_hi, q_lo, k, max_columns, min_columns):
     sample = key_sample(num_keys, k.device)
     if sample is None:
         sample = torch.arange(num_keys, device=k.device)
-    nqb, n = q_hi.shape[1], sample.shape[0]
+    nqb, n = pooled.shape[1], sample.shape[0]
     step = max(1, _BUDGET_CHUNK_BYTES // max(1, batch * nqb * n * 4))
     cap, floor, keep_all = cut_ranks(n, num_keys, max_columns, min_columns)
     lower = torch.full((batch, heads, nqb), -math.inf, dtype=torch.float32, device=k.device)
     upper = torch.full_like(lower, -math.inf if keep_all else math.inf)
     for h in range(0, heads, step):
-        scores = sample_scores_triton(q_hi, q_lo, k, sample, h, min(step, heads - h))  # [B, h, nqb, n]
+        scores = sample_scores_triton(pooled, k, sample, h, min(step, heads - h))  # [B, h, nqb, n]
         for rank, cut in ((cap, lower), (floor, upper)):
             if rank:
                 sample_cut(scores, rank, cut[:, h:h + step])
@@ -200,10 +196,9 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     nqb = pooled.shape[1]
     rows = batch * heads * nqb
     num_words = triton.cdiv(num_keys, RUNNING_TILE)  # one 64-bit word per key tile
-    q_hi, q_lo = split_pooled(pooled, q.dtype)
     f32 = dict(dtype=torch.float32, device=q.device)
     if max_columns or min_columns:
-        lower, upper = _budget_cuts_triton(q_hi, q_lo, k, max_columns, min_columns)
+        lower, upper = _budget_cuts_triton(pooled, k, max_columns, min_columns)
     else:
         lower, upper = torch.full((rows,), -math.inf, **f32), torch.full((rows,), math.inf, **f32)
     row_max = torch.zeros(rows, **f32)
@@ -216,7 +211,7 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
 
     def launch(pass_):
         vec_select_kernel[grid](
-            q_hi, q_lo, k, gap, row_max, lower, upper, count, mask, word_count,
+            pooled, k, gap, row_max, lower, upper, count, mask, word_count,
             k.stride(0), k.stride(1), k.stride(2), k.stride(3),
             heads, num_keys, nqb, num_words, PASS=pass_, RUNNING=running, **cfg)
 
