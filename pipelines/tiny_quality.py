@@ -4,6 +4,7 @@ and query order, with the achieved density and time (the end-to-end quality chec
 trained model; on the random tiny model it only exercises the path).
 
     python -m vecdit.pipelines.tiny_quality --out bench/results   # the packaged tiny model (or a --model folder)
+    python -m vecdit.pipelines.tiny_quality --motion-seeds 0 1 2   # only: does it move as captioned (dense)
 """
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ DENSITIES = (0.1, 0.25, 0.5)
 ORDERS = {"raster": "raster", "tiles": (4, 4, 4)}
 
 
-def _generate(pipe, prompt, seed, size, steps, device):
+def _generate(pipe, prompt, seed, size, steps, device, guidance: float = 5.0):
     generator = torch.Generator(device).manual_seed(seed)
     start = time.perf_counter()
     frames = pipe(prompt, height=size["size"], width=size["size"], num_frames=size["frames"], num_inference_steps=steps,
-                  guidance_scale=5.0, generator=generator, output_type="np").frames[0]
+                  guidance_scale=guidance, generator=generator, output_type="np").frames[0]
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8), time.perf_counter() - start
 
 
@@ -158,6 +159,27 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
             "motion": motion, "rows": rows}
 
 
+def motion_sweep(pipe, size: dict, seeds, steps: int = 20, guidance: float = 5.0, device: str = "cpu") -> list[dict]:
+    """Dense generations of every motion prompt at each seed, read back by `motion_check`: how a
+    trained model's motion is tracked from one version to the next (one seed is too noisy)."""
+    pipe.set_progress_bar_config(disable=True)
+    reports = []
+    for prompt in MOTION_PROMPTS:
+        for seed in seeds:
+            frames, _ = _generate(pipe, prompt, seed, size, steps, device, guidance)
+            reports.append({"seed": seed, **motion_check(frames, prompt)})
+    return reports
+
+
+def motion_markdown(reports: list[dict]) -> str:
+    lines = ["| prompt | seed | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- | --- |"]
+    for r in reports:
+        move = "not found" if r["move"] is None else f"({r['move'][0]:+.2f}, {r['move'][1]:+.2f})"
+        lines.append(f"| {r['prompt']} | {r['seed']} | {r['seen']:.0%} | {move} | {'yes' if r['ok'] else 'no'} |")
+    lines.append(f"\n{sum(r['ok'] for r in reports)} of {len(reports)} pass `motion_check`.")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict, model: str, card: str) -> str:
     lines = [f"# Tiny model: dense vs vecdit ({model}, {card})", "",
              f"{len(result['prompts'])} prompts, {result['frames']} frames at {result['size']}x{result['size']}, "
@@ -185,6 +207,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts of the set")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
+                   help="only the dense motion check: every motion prompt at these seeds, printed as a table")
+    p.add_argument("--guidance", type=float, default=5.0, help="CFG scale of --motion-seeds")
     args = p.parse_args(argv)
     folder = args.model or tiny_model_folder()
     if folder is None:
@@ -197,6 +222,9 @@ def main(argv=None) -> int:
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         model_config = json.load(f)["model_config"]
     size = {k: model_config[k] for k in ("size", "frames")}
+    if args.motion_seeds:
+        print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, args.guidance, device)))
+        return 0
     strips = {}
     result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"

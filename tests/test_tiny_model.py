@@ -93,6 +93,19 @@ def test_quality_check_dense_vs_sparse_on_the_tiny_pipeline():
     assert abs(by_density[0.25]["achieved_density"] - 0.25) < 0.02
 
 
+def test_motion_sweep_checks_every_motion_prompt_at_every_seed():
+    """`tiny_quality --motion-seeds`: each motion prompt at each seed, dense, read back by
+    `motion_check`; the random tiny pipeline draws noise, so none passes."""
+    from vecdit.pipelines.tiny import tiny_wan_pipeline
+    from vecdit.pipelines.tiny_quality import MOTION_PROMPTS, motion_markdown, motion_sweep
+
+    reports = motion_sweep(tiny_wan_pipeline(), {"size": 32, "frames": 5}, seeds=(0, 3), steps=2)
+    assert [(r["prompt"], r["seed"]) for r in reports] == [(p, s) for p in MOTION_PROMPTS for s in (0, 3)]
+    assert not any(r["ok"] for r in reports)
+    table = motion_markdown(reports)
+    assert "0 of 8 pass" in table and table.count("| no |") == 8
+
+
 def test_motion_check_reads_the_caption_back_from_frames():
     from vecdit.pipelines.tiny_quality import MOTION_PROMPTS, motion_check
 
