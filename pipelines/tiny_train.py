@@ -419,11 +419,8 @@ class Trainer:
                 self.opt = self._optimizer()
                 continue
             if (stage == "dit" and step >= self.tcfg.dit_steps) or (stage == "decoder" and step >= self.tcfg.decoder_steps):
-                if stage == "decoder":
-                    self.parts["vae"].eval()
-                    print(self.vae_report(), flush=True)
                 self.save()
-                self.export()
+                self._finish()
                 return True
             if stage in ("vae", "decoder"):
                 centres = []
@@ -459,12 +456,16 @@ class Trainer:
         self.save()
         if finish and self.state["stage"] in ("dit", "decoder") and self.state["step"] > 0:
             print(f"finishing early at {self.state['stage']} step {self.state['step']}", flush=True)
-            if self.state["stage"] == "decoder":
-                self.parts["vae"].eval()
-                print(self.vae_report(), flush=True)
-            self.export()
+            self._finish()
             return True
         return False
+
+    def _finish(self):
+        """The export, after a check of the VAE where its decoder was the last thing trained."""
+        if self.state["stage"] == "decoder":
+            self.parts["vae"].eval()
+            print(self.vae_report(), flush=True)
+        self.export()
 
     def export(self, folder: str | None = None) -> str:
         """The trained pipeline (`WanPipeline.save_pretrained`, fp16 safetensors) and the loss PNG."""

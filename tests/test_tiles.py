@@ -231,6 +231,10 @@ def test_sample_scores_kernel_scores_the_sampled_keys_as_fp32(device):
     want = pooled.double().view(batch, heads, nqb, dim)[:, 1:] @ k.double()[:, sample].permute(0, 2, 3, 1)[:, 1:]
     assert scores.shape == (batch, 2, nqb, 150) and torch.isfinite(scores).all()
     assert ((scores.double() - want).norm() / want.norm()).item() < 1e-6
+    every = sample_scores_triton(pooled.to(device), k.to(device), None, 0, heads).cpu()  # no sample: all keys
+    want = pooled.double().view(batch, heads, nqb, dim) @ k.double().permute(0, 2, 3, 1)
+    assert every.shape == (batch, heads, nqb, num_keys)
+    assert ((every.double() - want).norm() / want.norm()).item() < 1e-6
 
 
 @pytest.mark.parametrize("n, rank", [(8192, 2048), (8192, 820), (300, 75), (257, 256)])

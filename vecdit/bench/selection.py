@@ -41,11 +41,10 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     pooled = pool_queries_triton(q, scale, index, bs)
     t["cut (scores + bisection)"] = do_bench_ms(lambda: _budget_cuts_triton(pooled, k, max_columns, 0))
     sample = key_sample(num_keys, k.device)
-    sample = torch.arange(num_keys, device=k.device) if sample is None else sample
     h = k.shape[2]
     t["cut: sample scores alone (kernel, all heads)"] = do_bench_ms(lambda: sample_scores_triton(pooled, k, sample, 0, h))
     b = k.shape[0]
-    p4, ks = pooled.float().view(b, h, -1, pooled.shape[-1]), k[:, sample].float().permute(0, 2, 3, 1)
+    p4, ks = pooled.float().view(b, h, -1, pooled.shape[-1]), (k if sample is None else k[:, sample]).float().permute(0, 2, 3, 1)
     t["cut: sample scores as fp32 GEMM (before)"] = do_bench_ms(lambda: p4 @ ks)
     p4 = ks = None
     scores = sample_scores_triton(pooled, k, sample, 0, h)

@@ -5,7 +5,8 @@ cores, fp32 out). It reads the sampled K rows through the sample's index: no gat
 and no fp32 GEMM (1.23 of the cut's 2.89 ms at HunyuanVideo-720p, 4x4x8 tiles, H200).
 
 One program = one (batch, head), BLOCK_M rows (query blocks) and BLOCK_N sampled keys; the output
-is fp32 `[rows, n]`, rows of the heads `HEAD_START .. HEAD_START + heads in the grid`.
+is fp32 `[rows, n]`, rows of the heads `HEAD_START .. HEAD_START + heads in the grid`. Without
+a sample (SAMPLED false: Sk within the sample size) it scores every key, read in order.
 """
 import triton
 import triton.language as tl
@@ -21,6 +22,7 @@ def sample_scores_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    SAMPLED: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -38,7 +40,10 @@ def sample_scores_kernel(
 
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < n
-    keys = tl.load(SAMPLE + cols, mask=col_ok, other=0).to(tl.int64)
+    if SAMPLED:
+        keys = tl.load(SAMPLE + cols, mask=col_ok, other=0).to(tl.int64)
+    else:  # every key (Sk <= the sample size: the exact top-k)
+        keys = cols.to(tl.int64)
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     k = tl.load(k_base + keys[None, :] * stride_ks + offs_d[:, None] * stride_kd, mask=col_ok[None, :], other=0.0)
     s = mma(pooled, k, UPCAST)

@@ -131,18 +131,19 @@ def pool_queries_triton(q, scale, query_index, block_size) -> torch.Tensor:
 
 def sample_scores_triton(pooled, k, sample, head_start: int, heads: int) -> torch.Tensor:
     """fp32 `[B, heads, NQB, n]`: the pooled queries (`[B * H, NQB, D]`, k's dtype) of heads
-    `head_start ..` against the keys `sample` (int64 `[n]`) of k `[B, Sk, H, D]`."""
+    `head_start ..` against the keys `sample` (int64 `[n]`, or None: all Sk) of k `[B, Sk, H, D]`."""
     import triton
 
     from ._sample_scores_kernel import sample_scores_kernel
 
     batch, _, num_heads, dim = k.shape
-    nqb, n = pooled.shape[1], sample.shape[0]
+    nqb, n = pooled.shape[1], (k.shape[1] if sample is None else sample.shape[0])
     out = torch.empty(batch, heads, nqb, n, dtype=torch.float32, device=k.device)
     block_m, block_n = 64, 128
     grid = (triton.cdiv(nqb, block_m), triton.cdiv(n, block_n), batch * heads)
-    sample_scores_kernel[grid](pooled, k, sample, out, *k.stride(), num_heads, head_start, heads, nqb, n,
-                               HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, UPCAST=interpret_mode(), num_warps=4)
+    sample_scores_kernel[grid](pooled, k, k if sample is None else sample, out, *k.stride(), num_heads, head_start,
+                               heads, nqb, n, HEAD_DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n, SAMPLED=sample is not None,
+                               UPCAST=interpret_mode(), num_warps=4)
     return out
 
 
@@ -152,9 +153,7 @@ def _budget_cuts_triton(pooled, k, max_columns, min_columns):
     are the only transient)."""
     batch, num_keys, heads, _ = k.shape
     sample = key_sample(num_keys, k.device)
-    if sample is None:
-        sample = torch.arange(num_keys, device=k.device)
-    nqb, n = pooled.shape[1], sample.shape[0]
+    nqb, n = pooled.shape[1], (num_keys if sample is None else sample.shape[0])
     step = max(1, _BUDGET_CHUNK_BYTES // max(1, batch * nqb * n * 4))
     cap, floor, keep_all = cut_ranks(n, num_keys, max_columns, min_columns)
     lower = torch.full((batch, heads, nqb), -math.inf, dtype=torch.float32, device=k.device)
