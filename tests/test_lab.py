@@ -134,6 +134,12 @@ def test_peer_benchmark_recall_is_paired_and_bounded(monkeypatch):
     assert row["key_density"] == pytest.approx(0.25, abs=0.01) and 0.25 < row["recall"] < 1.0
     half = peers._recall(q, k, blocks, lambda h, b: torch.arange(k.shape[1]) % 2 == 0, heads=2)
     assert half["key_density"] == 0.5 and 0 < half["recall"] < 1
+    # equal quality: the density where vecdit keeps a (lower) peer's recall lies below the peer's density
+    target = row["recall"] - 0.05
+    matched = peers.matched_density(q, k, TINY, (4, 4, 4), target, 0.25, heads_sampled=2)
+    tiles = QueryTiles(TINY, (4, 4, 4))
+    assert matched < 0.25 and peers._vecdit_recall(q, k, tiles, matched, 2)[1]["recall"] >= target
+    assert peers._vecdit_recall(q, k, tiles, matched * 0.8, 2)[1]["recall"] < target + 0.02
 
 
 def test_tile_pairs_union_contains_own_lists_and_matches_compute():

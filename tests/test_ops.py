@@ -457,6 +457,21 @@ def test_gluon_backend_matches_the_triton_kernel(monkeypatch):
         vector_sparse_attention(q, k, v, sel)
 
 
+def test_gluon_tile128_layout_choice_is_validated(monkeypatch):
+    gluon_kernel = pytest.importorskip("vecdit.ops._attn_gluon_kernel")
+    assert gluon_kernel.tile128_config(128)["CONSUMERS"] == 2  # default: one program, two consumers per tile
+    monkeypatch.setenv("VECDIT_GLUON_TILE128", "programs")
+    assert gluon_kernel.tile128_config(128) == {}
+    monkeypatch.setenv("VECDIT_GLUON_TILE128", "split,BLOCK_N=64,STAGES=4,segments=2")
+    cfg = gluon_kernel.tile128_config(128)
+    assert cfg["BLOCK_N"] == 64 and cfg["STAGES"] == 4 and cfg["CONSUMERS"] == 2 and cfg["segments"] == 2
+    assert gluon_kernel.tile128_config(64) == {}  # 64-query tiles keep one program per tile
+    for bad in ("two", "split,STAGES=x", "split,WARPS=8"):
+        monkeypatch.setenv("VECDIT_GLUON_TILE128", bad)
+        with pytest.raises(ValueError, match="VECDIT_GLUON_TILE128"):
+            gluon_kernel.tile128_config(128)
+
+
 def test_attention_kernel_choice_is_validated(device, monkeypatch):
     q, k, v = make_qkv((1, 64, 64, 1, 64), torch.bfloat16, device)
     sel = random_selection(1, 1, 64, 64, 0.5, device)

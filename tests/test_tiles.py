@@ -154,9 +154,14 @@ def test_tile_selection_then_attention_end_to_end(device):
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9),
                     reason="the Gluon kernel is Hopper-only")
-@pytest.mark.parametrize("tile", [(4, 4, 4), (4, 4, 8)], ids=["tile64", "tile128"])
-def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, monkeypatch):
+@pytest.mark.parametrize("tile,layout", [((4, 4, 4), "split"), ((4, 4, 8), "split"), ((4, 4, 8), "programs"),
+                                         ((4, 4, 8), "wide"), ((4, 4, 8), "split,BLOCK_N=64,STAGES=4")],
+                         ids=["tile64", "tile128", "tile128-programs", "tile128-wide", "tile128-split-n64"])
+def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, layout, monkeypatch):
+    # 128-query tiles: two 64-row programs per tile, or one program whose gathers feed all 128 rows
     import vecdit.ops._attn_gluon_kernel as gluon_kernel
+
+    monkeypatch.setenv("VECDIT_GLUON_TILE128", layout)
 
     calls = []
     launch = gluon_kernel.gluon_sparse_attention

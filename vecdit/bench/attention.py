@@ -84,10 +84,19 @@ VARIANTS = {
     "tiles-topk": ((4, 4, 4), "topk"),
     "tiles128-topk": ((4, 4, 8), "topk"),
 }
-# kernel experiments (not in the default run): the portable Triton kernel on 128-query tiles with
-# two 64-row programs per tile, or one 128-row program (half the K/V gathers)
+# kernel experiments (not in the default run), all on 128-query tiles: the portable Triton kernel
+# (two 64-row programs per tile); the Gluon kernel as two 64-row programs per tile (`programs`, the
+# default before session 9), one program of one 8-warp consumer (`wide`), or the default (`split`:
+# two 4-warp consumer partitions sharing each gathered 128-key tile) on 64-key tiles or with fewer
+# key segments
 KERNEL_VARIANTS = {
     "tiles128-triton": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton"}),
+    "tiles128-programs": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "programs"}),
+    "tiles128-wide": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "wide"}),
+    "tiles128-n64": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,BLOCK_N=64,STAGES=4"}),
+    "tiles128-seg1": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=1"}),
+    "tiles128-seg2": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=2"}),
+    "tiles128-n64-seg2": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,BLOCK_N=64,STAGES=4,segments=2"}),
 }
 
 

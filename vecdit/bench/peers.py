@@ -41,8 +41,8 @@ def _recall(q, k, token_block, kept_keys, heads, seed=0, tokens=256) -> dict:
     return {"recall": mass / seen, "key_density": kept / seen}
 
 
-def _vecdit(q, k, v, grid, density, tile, heads_sampled):
-    tiles = QueryTiles(grid, tile)
+def _vecdit_recall(q, k, tiles, density, heads_sampled):
+    """vecdit's selection at `density` and the recall / key density of what it kept."""
     sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
     nqb, num_keys = sel.num_query_blocks, k.shape[1]
 
@@ -53,13 +53,40 @@ def _vecdit(q, k, v, grid, density, tile, heads_sampled):
         mask[sel.column_index[start:start + int(sel.column_count.reshape(-1)[r])].long()] = True
         return mask
 
+    return sel, _recall(q, k, tiles.token_blocks(q.shape[1], q.device), kept, heads_sampled)
+
+
+def _vecdit(q, k, v, grid, density, tile, heads_sampled):
+    tiles = QueryTiles(grid, tile)
+    sel, measured = _vecdit_recall(q, k, tiles, density, heads_sampled)
     row = {"select_ms": do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles)),
            "attention_ms": do_bench_ms(lambda: vector_sparse_attention(q, k, v, sel)),
-           "density": float(sel.density()),
-           **_recall(q, k, tiles.token_blocks(q.shape[1], q.device), kept, heads_sampled)}
+           "density": float(sel.density()), **measured}
     row["ms"] = do_bench_ms(lambda: vector_sparse_attention(
         q, k, v, vector_selection(q, k, None, max_density=density, query_tiles=tiles)))
     return row
+
+
+def matched_density(q, k, grid, tile, recall, start, heads_sampled, steps=7) -> float:
+    """The smallest density (to a 2^-steps step in log density) at which vecdit's top-k keeps at
+    least `recall` on the proxy: the speed-at-equal-quality point against a peer with that recall.
+    Searches below `start` (the peer's density), or above it where vecdit keeps less there."""
+    tiles = QueryTiles(grid, tile)
+
+    def reaches(d):
+        return _vecdit_recall(q, k, tiles, d, heads_sampled)[1]["recall"] >= recall
+
+    lo, hi = start / 8, start
+    while not reaches(hi):
+        if hi >= 1.0:
+            return 1.0
+        lo, hi = hi, min(1.0, hi * 2)
+    if reaches(lo):
+        return lo
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
+    return hi
 
 
 def _vsa(q, k, v, grid, density, heads_sampled):
@@ -167,6 +194,13 @@ def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", hea
                 row = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             res["rows"].append({"method": name, "target_density": density, **row})
             torch.cuda.empty_cache()
+            if name in ("VSA", "FlexAttention 128") and "recall" in row:
+                # vecdit (4x4x8 tiles, the default kernel's tile) at the density where it keeps the peer's recall
+                matched = matched_density(q, k, grid, (4, 4, 8), row["recall"], row["density"], heads_sampled)
+                res["rows"].append({"method": f"vecdit 4x4x8 at {name.split()[0]}'s recall", "target_density": density,
+                                    "peer": name, "peer_recall": row["recall"], "peer_ms": row["ms"],
+                                    **_vecdit(q, k, v, grid, matched, (4, 4, 8), heads_sampled)})
+                torch.cuda.empty_cache()
     return res
 
 
@@ -183,9 +217,17 @@ def peers_markdown(env: dict, results: list[dict]) -> str:
                 lines.append(f"| {row['method']} | {row['target_density']} | - | - | - | {row['error']} |")
                 continue
             detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()
-                      if k not in ("method", "target_density", "ms", "recall", "density")}
+                      if k not in ("method", "target_density", "ms", "recall", "density", "peer", "peer_recall", "peer_ms")}
             lines.append(f"| {row['method']} | {row['density']:.3f} | {row['ms']:.1f} | "
                          f"{r['dense']['cudnn_ms'] / row['ms']:.2f} | {row['recall']:.3f} | {detail} |")
+        matched = [row for row in r["rows"] if "peer_ms" in row]
+        if matched:
+            lines += ["", "Speed at equal quality (vecdit 4x4x8 at the lowest density keeping the peer's recall):", "",
+                      "| peer at density | peer recall | peer ms | vecdit density | vecdit recall | vecdit ms | vecdit / peer time |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines += [f"| {row['peer']} at {row['target_density']} | {row['peer_recall']:.3f} | "
+                      f"{row['peer_ms']:.1f} | {row['density']:.3f} | {row['recall']:.3f} | {row['ms']:.1f} | "
+                      f"{row['ms'] / row['peer_ms']:.2f} |" for row in matched]
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -17,9 +17,13 @@ its own warps, FlashAttention-3 style:
       releases the stage on `empty[s]`.
 Same arguments and results as the Triton kernel: dense range first, ragged tails, LSE, empty
 blocks -> zeros and lse = -inf, query rows read and output rows written through the tile order's
-index (INDEXED), two programs per 128-query tile (PROGRAMS_PER_ROW). With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
+index (INDEXED). A 128-query tile runs as one program with two consumer partitions of 64 rows
+that share each gathered K/V tile (CONSUMERS, `TILE128_CONFIGS`: half the gathers of two 64-row
+programs, 20% faster at HunyuanVideo-720p 25%); 64-query tiles run one 64-row program each. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
 busy, 40% hit rate; bench/NOTES.md, session 3): key segments (`segments`) shrink the working set.
 """
+import os
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -137,9 +141,10 @@ def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, 
 def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq,
               q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
               HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-              INDEXED: gl.constexpr):
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+              INDEXED: gl.constexpr, WARPS: gl.constexpr):
+    # BLOCK_M query rows on WARPS warps: 64 rows per warpgroup (wgmma's M)
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -156,7 +161,8 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, 
                                          qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
         acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        # every consumer warp has waited for its wgmma; then one thread releases the stage
+        # every warp of this consumer has waited for its wgmma; then one thread releases the stage
+        # (the producer waits for one arrival per consumer partition)
         gl.thread_barrier()
         mbarrier.arrive(empty.index(s))
     _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M,
@@ -173,7 +179,8 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             SEGMENTED: gl.constexpr, INDEXED: gl.constexpr, PROGRAMS_PER_ROW: gl.constexpr):
+                             SEGMENTED: gl.constexpr, INDEXED: gl.constexpr, PROGRAMS_PER_ROW: gl.constexpr,
+                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, WARPS: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     seg = gl.program_id(2).to(gl.int64)
@@ -197,7 +204,7 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
 
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], gl.bfloat16)
-    load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0])
+    load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [WARPS, 1], [1, 0])
     offs_m, ok_m = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, load_layout), INDEXED)
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, load_layout))
     q = gl.load(Q + b * stride_qb + h * stride_qh + gl.expand_dims(offs_m, 1) * stride_qs
@@ -209,26 +216,75 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(full.index(i), count=PRODUCER_WARPS * 32)  # one noinc arrival per producer thread
-        mbarrier.init(empty.index(i), count=1)
+        mbarrier.init(empty.index(i), count=CONSUMERS)
     fence_async_shared()  # Q written by plain stores, read by wgmma
     gl.thread_barrier()  # barriers initialised before any partition waits on them
 
-    gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX,
-                     b * stride_ob + h * stride_oh + seg * stride_oz, bh.to(gl.int64) * Sq + seg * stride_lz,
-                     stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                     HEAD_DIM, BLOCK_M, BLOCK_N, STAGES, INDEXED)),
-        (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
-                     b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles, n_tiles,
-                     stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES, PRODUCER_WARPS)),
-    ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    # the programs' rows are split among CONSUMERS partitions of WARPS warps (the default partition
+    # is the first), which share each gathered K/V tile: one gather feeds BLOCK_M query rows
+    ROWS: gl.constexpr = BLOCK_M // CONSUMERS
+    o_base = b * stride_ob + h * stride_oh + seg * stride_oz
+    lse_base = bh.to(gl.int64) * Sq + seg * stride_lz
+    if CONSUMERS == 1:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os,
+                         stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [PRODUCER_WARPS], [PRODUCER_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer, (q_smem.slice(0, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base,
+                         stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+            (_consumer, (q_smem.slice(ROWS, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base,
+                         lse_base, stride_os, stride_od, Sq, q_start + ROWS, count, dense_len, n_dense_tiles, n_tiles,
+                         qk_scale_log2, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+            (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
+                         b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
+                         n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
+                         PRODUCER_WARPS)),
+        ], [WARPS, PRODUCER_WARPS], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 # Session 3 (bench/results/gluon-sparse-attn-*-session3-*.jsonl): two programs per SM (maxnreg 128,
 # 3 stages in 2 x 115 KB) is the fastest of 26 variants on H100 and H200; indices further ahead,
 # FA3's overlapped softmax (both removed since; in git history at 946c70e), 32-key tiles and fewer
 # producer warps are not faster.
-CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=88, maxnreg=128)
+CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=88, maxnreg=128,
+              CONSUMERS=1, CONSUMER_REGS=0, WARPS=4)
+# 128-query tiles, one program per tile: each gathered K/V tile feeds all 128 rows (half the
+# gathers of two 64-row programs). "wide": one consumer of 8 warps (two warpgroups in step);
+# "split": two 4-warp consumer partitions that each wait for the tile and release it on their own,
+# on 128-key tiles (3 stages). One program per SM (12 warps; maxnreg 168 x 384 threads fills the
+# register file; the producer gives back down to 88, so the consumers get 208); Q 32 KB + STAGES x
+# 2 x BLOCK_N x 256 B of shared memory (224 KB for split). HunyuanVideo-720p, 25% / 10% attention ms
+# (bench/results/attention-kernel-rows-run2-*): programs 121.0 / 49.5, split on 64-key tiles (4
+# stages) 99.2 / 44.8, split on 128-key tiles 96.6 / 42.9.
+TILE128_CONFIGS = {
+    "wide": dict(BLOCK_M=128, STAGES=4, maxnreg=168, CONSUMERS=1, WARPS=8),
+    "split": dict(BLOCK_M=128, BLOCK_N=128, STAGES=3, maxnreg=168, CONSUMERS=2, CONSUMER_REGS=208, WARPS=4),
+}
+TILE128_LAYOUTS = ("programs", *TILE128_CONFIGS)
+TUNABLE = ("STAGES", "BLOCK_N", "PRODUCER_REGS", "CONSUMER_REGS", "maxnreg", "segments")
+
+
+def tile128_config(block_size: int) -> dict:
+    """`VECDIT_GLUON_TILE128` (an experiment's switch): how 128-query tiles run, `split` (the
+    default), `programs` (two 64-row programs on one list, as 64-query tiles run) or `wide`, then
+    optional `,KEY=VALUE` overrides of TUNABLE (`split,BLOCK_N=64,STAGES=4,segments=2`)."""
+    choice = os.environ.get("VECDIT_GLUON_TILE128", "split")
+    name, *overrides = choice.split(",")
+    pairs = [item.partition("=") for item in overrides]
+    if name not in TILE128_LAYOUTS or any(key not in TUNABLE or not value.isdigit() for key, _, value in pairs):
+        raise ValueError(f"`VECDIT_GLUON_TILE128` must be one of {TILE128_LAYOUTS}, optionally followed by "
+                         f"',KEY=VALUE' with KEY in {TUNABLE} and an integer VALUE, got {choice!r}")
+    if block_size != 128 or name == "programs":
+        return {}
+    return {**TILE128_CONFIGS[name], **{key: int(value) for key, _, value in pairs}}
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
@@ -240,9 +296,10 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     segments: cut each row's list into this many key ranges, run them one after the other and
     merge by lse (vecdit/ops/segments.py); default `auto_segments(k)` (4 where one head's K/V
     exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
-    cfg = {**CONFIG, **config}
+    cfg = {**CONFIG, **tile128_config(block_size), **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
+    segments = cfg.pop("segments", segments)
     batch, seq_q, heads, dim = q.shape
     programs = triton.cdiv(seq_q, cfg["BLOCK_M"])
     nseg = auto_segments(k) if segments is None else segments
@@ -261,6 +318,6 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
         q, k, v, out, lse, column_index, column_offset, column_count,
         query_index if query_index is not None else column_offset, scale * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, triton.cdiv(seq_q, block_size),
-        dense_start, dense_end, *seg_args, HEAD_DIM=dim, num_warps=4, SEGMENTED=nseg > 1,
+        dense_start, dense_end, *seg_args, HEAD_DIM=dim, num_warps=cfg["WARPS"], SEGMENTED=nseg > 1,
         INDEXED=query_index is not None, PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], **cfg)
     return (out, lse) if nseg == 1 else merge_segments(out, lse, q.dtype)
