@@ -86,7 +86,7 @@ for step in $steps; do
       (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model "$model" --out "$OUT" 2>&1 | tail -30) ;;
     kernel-rows)  # 128-query tiles: the Gluon kernel's layouts and settings (KERNEL_VARIANTS in vecdit/bench/attention.py)
       timeout ${KR_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${KR_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} \
-        --inputs structured --variants ${KR_VARIANTS:-tiles128-topk tiles128-programs tiles128-n64 tiles128-seg1 tiles128-seg2 tiles128-n64-seg2} --name attention-kernel-rows --out "$OUT" 2>&1 \
+        --inputs structured --variants ${KR_VARIANTS:-tiles128-topk tiles128-programs tiles128-n64 tiles128-seg1 tiles128-seg4 tiles128-n64-seg2} --name attention-kernel-rows --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -30 ;;
     lab)
       timeout 420 python3 -m vecdit.lab compare --geometry wan2.1-480p wan2.1-720p hunyuanvideo-720p --heads 8 \

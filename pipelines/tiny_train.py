@@ -218,7 +218,10 @@ class Trainer:
             stage, offset["dit"], offset["decoder"] = "vae", 0, 0
         else:
             config = loaded["vae"].config
-            self._freeze_vae({"mean": list(config.latents_mean), "std": list(config.latents_std)})
+            # a decoder trained on its own (the decoder stage) stays as exported: rounding it to bf16
+            # again would undo part of that training (the encoder is bf16 already, unchanged either way)
+            self._freeze_vae({"mean": list(config.latents_mean), "std": list(config.latents_std)},
+                             round_to_bf16=offset["decoder"] == 0)
             stage = "dit"
             if self.tcfg.dit_steps <= steps["dit"] and self.tcfg.decoder_steps > offset["decoder"]:
                 stage = "decoder"

@@ -47,6 +47,18 @@ def test_patterns_at_matched_density_and_oracle_bounds():
         assert by["tiles-topk"]["recall"] > by["raster-minp"]["recall"]
 
 
+def test_rules_scored_as_the_kernels_round_keep_the_mass_of_the_fp64_rules():
+    # rule_dtype=bf16: bf16 keys and the pooled query rounded to bf16 (reference.rule_query); the
+    # masks may differ at the cut, the kept attention mass barely
+    q, k, v = structured_qkv(SyntheticConfig(geometry="cpu-small", heads=2, head_dim=64, seed=3))
+    args = (q, k, v, GEOMETRIES["cpu-small"][0], (0.1, 0.25), ["tiles-topk", "tiles128-topk"], 6)
+    exact, rounded = compare_patterns(*args), compare_patterns(*args, rule_dtype=torch.bfloat16)
+    assert [r["pattern"] for r in exact] == [r["pattern"] for r in rounded]
+    assert any(a["recall"] != b["recall"] for a, b in zip(exact, rounded))  # the option takes effect
+    for a, b in zip(exact, rounded):
+        assert abs(a["recall"] - b["recall"]) < 0.01 and abs(a["density"] - b["density"]) < 0.005, (a, b)
+
+
 def test_lab_topk_is_the_product_selection():
     # the lab's rule is the ops' rule: tile-order top-k over all blocks equals vector_selection_reference's
     from vecdit.lab.patterns import block_keep, block_mean, sample_blocks

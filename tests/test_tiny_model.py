@@ -227,6 +227,16 @@ def test_the_decoder_stage_trains_only_the_decoder_and_its_vae_goes_into_a_dit_r
     take_decoder(str(tmp_path / "b" / "pipeline"), str(tmp_path / "d" / "pipeline"))
     with open(tmp_path / "b" / "pipeline" / "vecdit_tiny.json") as f:
         assert json.load(f)["steps"] == {"vae": 2, "dit": 3, "decoder": 3}
+    # a DiT run from that export keeps its trained decoder as exported (not rounded to bf16 again)
+    from diffusers import AutoencoderKLWan
+
+    joined = str(tmp_path / "b" / "pipeline")
+    exported = AutoencoderKLWan.from_pretrained(joined, subfolder="vae").state_dict()
+    dit_on = Trainer(str(tmp_path / "f"), model, TrainConfig(**{**train.__dict__, "dit_steps": 4}), "cpu", init_from=joined)
+    assert dit_on.run(max_minutes=5)
+    shipped = AutoencoderKLWan.from_pretrained(str(tmp_path / "f" / "pipeline"), subfolder="vae").state_dict()
+    for name in trained:
+        assert torch.equal(shipped[name], exported[name]), name
     with pytest.raises(ValueError, match="encoder"):  # a VAE that was trained whole does not fit
         more_vae = Trainer(str(tmp_path / "c"), model, TrainConfig(**{**train.__dict__, "vae_steps": 3}), "cpu", init_from=folder)
         assert more_vae.run(max_minutes=5)

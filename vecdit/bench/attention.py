@@ -95,7 +95,7 @@ KERNEL_VARIANTS = {
     "tiles128-wide": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "wide"}),
     "tiles128-n64": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,BLOCK_N=64,STAGES=4"}),
     "tiles128-seg1": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=1"}),
-    "tiles128-seg2": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=2"}),
+    "tiles128-seg4": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=4"}),
     "tiles128-n64-seg2": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,BLOCK_N=64,STAGES=4,segments=2"}),
 }
 

@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     c.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--blocks", type=int, help="sampled query blocks per head and grouping (long sequences)")
+    c.add_argument("--rule-dtype", choices=["fp64", "bf16"], default="fp64",
+                   help="bf16: the rules score bf16 keys with the pooled query rounded to bf16, as the kernels do")
     c.add_argument("--name", default="tiles", help="results file stem")
     c.add_argument("--out", default="bench/results")
     d = sub.add_parser("density", help="achieved vs target density of the top-k rule at full size (host-sync check)")
@@ -106,8 +108,11 @@ def main(argv=None) -> int:
         cfg = SyntheticConfig(geometry=geometry, heads=args.heads, head_dim=128, seed=args.seed)
         q, k, v = structured_qkv(cfg, device=device)
         grid = GEOMETRIES[geometry][0]
-        rows = compare_patterns(q, k, v, grid, args.densities, args.patterns, blocks=args.blocks, seed=args.seed)
+        rule_dtype = torch.bfloat16 if args.rule_dtype == "bf16" else None
+        rows = compare_patterns(q, k, v, grid, args.densities, args.patterns, blocks=args.blocks, seed=args.seed,
+                                rule_dtype=rule_dtype)
         results[geometry] = {"config": vars(cfg), "grid": list(grid), "sampled_blocks_per_head": args.blocks,
+                             "rule_dtype": args.rule_dtype,
                              "patterns": args.patterns, "per_head": rows, "mean_over_heads": summarize(rows)}
         print(markdown({geometry: results[geometry]}, card), flush=True)
         del q, k, v

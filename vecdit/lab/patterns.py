@@ -120,8 +120,11 @@ def block_keep(name: str, scores: torch.Tensor, density: float, key_tiles=None, 
     raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
 
 
-def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None = None, seed: int = 0) -> list[dict]:
-    """Per pattern and density: recall, achieved density and output error of one head (q, k, v: [S, D])."""
+def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None = None, seed: int = 0,
+                 rule_dtype: torch.dtype | None = None) -> list[dict]:
+    """Per pattern and density: recall, achieved density and output error of one head (q, k, v: [S, D]).
+    `rule_dtype` (e.g. bf16): the rules score keys held in that dtype with the pooled query rounded
+    to it, as the kernels do (`reference.rule_query`); None: in fp64 (the idealized rule)."""
     seq_q, num_keys = q.shape[0], k.shape[0]
     scale = q.shape[-1] ** -0.5
     g = torch.Generator().manual_seed(seed)
@@ -140,8 +143,12 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
         nb = int(block.max()) + 1
         probs = probabilities(q[rows], k, scale)
         dense = probs @ vd
-        pooled = block_mean(q[rows].double(), block, nb) * scale
-        scores = pooled @ kd.T
+        if rule_dtype is None:
+            pooled = block_mean(q[rows].double(), block, nb) * scale
+            scores = pooled @ kd.T
+        else:
+            pooled = (block_mean(q[rows].to(rule_dtype).double(), block, nb) * scale).to(rule_dtype).double()
+            scores = pooled @ k.to(rule_dtype).double().T
         if "vsa" in names:
             key_block = QueryTiles(tuple(grid)).token_blocks(num_keys, q.device)
             n_key_tiles = int(key_block.max()) + 1
@@ -160,12 +167,13 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
 
 
 def compare_patterns(q, k, v, grid, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blocks: int | None = None,
-                     seed: int = 0) -> list[dict]:
+                     seed: int = 0, rule_dtype: torch.dtype | None = None) -> list[dict]:
     """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D]
     on a (frames, height, width) `grid`. `blocks` samples that many query blocks per head and
     grouping (long sequences: dense probabilities of all rows would not fit)."""
     out = []
     for h in range(q.shape[2]):
-        for r in compare_head(q[0, :, h], k[0, :, h], v[0, :, h], grid, densities, patterns, blocks, seed + h):
+        for r in compare_head(q[0, :, h], k[0, :, h], v[0, :, h], grid, densities, patterns, blocks, seed + h,
+                              rule_dtype):
             out.append({"head": h, **r})
     return out

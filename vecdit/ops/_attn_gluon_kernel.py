@@ -294,15 +294,15 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     `block_size` as the selection's query tiles give them (None and 64: raster).
 
     segments: cut each row's list into this many key ranges, run them one after the other and
-    merge by lse (vecdit/ops/segments.py); default `auto_segments(k)` (4 where one head's K/V
-    exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
+    merge by lse (vecdit/ops/segments.py); default `auto_segments` (4, or 2 for 128-row
+    programs, where one head's K/V exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
     cfg = {**CONFIG, **tile128_config(block_size), **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
     segments = cfg.pop("segments", segments)
     batch, seq_q, heads, dim = q.shape
     programs = triton.cdiv(seq_q, cfg["BLOCK_M"])
-    nseg = auto_segments(k) if segments is None else segments
+    nseg = auto_segments(k, cfg["BLOCK_M"]) if segments is None else segments
     if nseg == 1:
         out = torch.empty_like(q)
         lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)

@@ -16,12 +16,16 @@ import torch
 from ._checks import use_triton
 
 SEGMENT_MIN_BYTES = 48 << 20  # one head's K + V rows; below this they already fit L2
-SEGMENTS = 4  # best of 2, 3, 4, 8 at HunyuanVideo-720p
+# by query rows per program, best at HunyuanVideo-720p: 64 rows 4 (of 2, 3, 4, 8; session 3);
+# 128 rows (each gather feeds twice the rows) 2 (of 1, 2, 4: 10% 40.4 / 40.2 / 42.6 ms, 25% 92.7 /
+# 95.1 / 94.2 ms, bench/results/attention-kernel-rows-run3-*)
+SEGMENTS = {64: 4, 128: 2}
 
 
-def auto_segments(k: torch.Tensor) -> int:
-    """How many key segments the Hopper kernel uses for these keys: SEGMENTS or 1."""
-    return SEGMENTS if 2 * k.shape[1] * k.shape[3] * k.element_size() >= SEGMENT_MIN_BYTES else 1
+def auto_segments(k: torch.Tensor, rows_per_program: int = 64) -> int:
+    """How many key segments the Hopper kernel uses for these keys: SEGMENTS[rows_per_program] or 1."""
+    large = 2 * k.shape[1] * k.shape[3] * k.element_size() >= SEGMENT_MIN_BYTES
+    return SEGMENTS[rows_per_program] if large else 1
 
 
 def segment_bounds(column_index, column_offset, column_count, num_keys: int, segments: int) -> torch.Tensor:
