@@ -61,16 +61,23 @@ def tiny_model_folder() -> str | None:
     return folder if os.path.isfile(os.path.join(folder, "model_index.json")) else None
 
 
+def _trained_tiny_preset(folder: str) -> ModelPreset:
+    """The tiny preset at the clip size a `tiny_train` export was trained on (its vecdit_tiny.json)."""
+    import json
+
+    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
+        size = json.load(f)["model_config"]
+    return replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20)
+
+
 def resolve_model(model: str) -> tuple[str, ModelPreset]:
     """(name, preset) for a preset name, a hub id (`org/name`) or a local folder."""
     if model == "tiny" and tiny_model_folder() is not None:
-        import json
-
-        with open(os.path.join(tiny_model_folder(), "vecdit_tiny.json")) as f:
-            size = json.load(f)["model_config"]  # the trained model's clip size
-        return model, replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20)
+        return model, _trained_tiny_preset(tiny_model_folder())
     if model in PRESETS:
         return model, PRESETS[model]
+    if os.path.isfile(os.path.join(model, "vecdit_tiny.json")):  # another tiny_train export: its sizes, not Wan's
+        return model, replace(_trained_tiny_preset(model), hub_id=model, flow_shift=None)  # its own scheduler
     if os.path.isdir(model) or (model.count("/") == 1 and not model.startswith((".", "/"))):
         lower = model.lower()
         family = "wan" if "hunyuan" not in lower else "hunyuan15" if "1.5" in lower else "hunyuan"

@@ -69,6 +69,9 @@ def test_training_resumes_and_exports_a_loadable_pipeline(tmp_path, monkeypatch)
                  "--output", str(out)]) == 0
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["random_weights"] is False and (side["frames"], side["height"]) == (5, 32)
+    # any tiny_train export passed as a folder gets its own clip size too (not a full Wan model's)
+    name, preset = models.resolve_model(str(tmp_path / "pipeline"))
+    assert preset.hub_id == name and (preset.frames, preset.height, preset.steps) == (5, 32, 20)
 
 
 def test_torch_renderer_matches_the_numpy_one():
