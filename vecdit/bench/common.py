@@ -33,6 +33,9 @@ def environment() -> dict:
         "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # the attention kernel's switches as the run began (None: the kernel's own default); a
+        # variant's own setting is in its label
+        "attention_kernel": {key: os.environ.get(key) for key in ("VECDIT_ATTN_KERNEL", "VECDIT_GLUON_TILE128")},
     }
 
 
