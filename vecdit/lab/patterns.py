@@ -130,6 +130,7 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
     g = torch.Generator().manual_seed(seed)
     rows_out = []
     kd, vd = k.double(), v.double()
+    k_rule = kd if rule_dtype is None else k.to(rule_dtype).double()  # the keys as the rules score them
     by_grouping: dict[str, list[str]] = {}
     for name in patterns:
         if name not in PATTERNS:
@@ -143,12 +144,10 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
         nb = int(block.max()) + 1
         probs = probabilities(q[rows], k, scale)
         dense = probs @ vd
-        if rule_dtype is None:
-            pooled = block_mean(q[rows].double(), block, nb) * scale
-            scores = pooled @ kd.T
-        else:
-            pooled = (block_mean(q[rows].to(rule_dtype).double(), block, nb) * scale).to(rule_dtype).double()
-            scores = pooled @ k.to(rule_dtype).double().T
+        pooled = block_mean(q[rows].to(rule_dtype or q.dtype).double(), block, nb) * scale
+        if rule_dtype is not None:
+            pooled = pooled.to(rule_dtype).double()
+        scores = pooled @ k_rule.T
         if "vsa" in names:
             key_block = QueryTiles(tuple(grid)).token_blocks(num_keys, q.device)
             n_key_tiles = int(key_block.max()) + 1

@@ -17,8 +17,8 @@ from ._checks import use_triton
 
 SEGMENT_MIN_BYTES = 48 << 20  # one head's K + V rows; below this they already fit L2
 # by query rows per program, best at HunyuanVideo-720p: 64 rows 4 (of 2, 3, 4, 8; session 3);
-# 128 rows (each gather feeds twice the rows) 2 (of 1, 2, 4: 10% 40.4 / 40.2 / 42.6 ms, 25% 92.7 /
-# 95.1 / 94.2 ms, bench/results/attention-kernel-rows-run3-*)
+# 128 rows (each gather feeds twice the rows) 2 (of 1, 2, 4: 10% 40.2 / 40.4 / 42.6 ms, 25% 95.1 /
+# 92.7 / 94.2 ms, bench/results/attention-kernel-rows-run3-*, first of each variant's two runs)
 SEGMENTS = {64: 4, 128: 2}
 
 
