@@ -3,17 +3,17 @@
 dense cuDNN time of the same shape (the selection's budget is a share of it).
 
 Stages of the top-k selection (`vector_selection(q, k, None, max_density=d)`): pooling of the
-query tiles, the budget cut (scores of the pooled queries against the 8,192-key sample, by the
-kernel and as the fp32 GEMM it replaced, then the cut per row: the bisection kernel, and
-`torch.topk` as it was before), the mask pass over all
-keys, the bitmask expansion into index lists. Medians of triton.testing.do_bench.
+query tiles, the budget cut (scores of the pooled queries against the 8,192-key sample by a
+kernel, then the cut per row: the bisection kernel), the mask pass over all keys, the bitmask
+expansion into index lists. (The fp32 GEMM and `torch.topk` the cut replaced were timed here
+until session 9: bench/results/selection-nvidia-h200-2026-12-02.md.) Medians of triton.testing.do_bench.
 """
 from __future__ import annotations
 
 import torch
 
 from vecdit.ops import QueryTiles, vector_selection
-from vecdit.ops.reference import budget_cuts, key_sample
+from vecdit.ops.reference import key_sample
 from vecdit.ops.selection import (
     SELECT_CONFIG,
     _budget_cuts_triton,
@@ -43,21 +43,15 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     sample = key_sample(num_keys, k.device)
     h = k.shape[2]
     t["cut: sample scores alone (kernel, all heads)"] = do_bench_ms(lambda: sample_scores_triton(pooled, k, sample, 0, h))
-    b = k.shape[0]
-    p4, ks = pooled.float().view(b, h, -1, pooled.shape[-1]), (k if sample is None else k[:, sample]).float().permute(0, 2, 3, 1)
-    t["cut: sample scores as fp32 GEMM (before)"] = do_bench_ms(lambda: p4 @ ks)
-    p4 = ks = None
     scores = sample_scores_triton(pooled, k, sample, 0, h)
     n = scores.shape[-1]
     rank = -(-max_columns * n // num_keys)
     out = torch.empty(scores.shape[:-1], device=q.device)
     t["cut: bisection kernel alone"] = do_bench_ms(lambda: sample_cut(scores, rank, out))
-    t["cut: torch.topk instead (before)"] = do_bench_ms(lambda: budget_cuts(scores, num_keys, max_columns, 0))
     scores = None
     t["pool + cut + mask pass"] = do_bench_ms(
         lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs))
-    mask, word_count, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs)
-    word_end = word_count.cumsum(1, dtype=torch.int32)
+    mask, _, word_end, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs)
     from vecdit.ops.reference import row_capacity
 
     cap = row_capacity(num_keys, max_columns)

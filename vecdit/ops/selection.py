@@ -183,8 +183,8 @@ def sample_cut(scores: torch.Tensor, rank: int, out: torch.Tensor) -> None:
 
 def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size,
                            config=None):
-    """Pool, budget cuts, scoring passes: (bitmask int64 [rows, words], kept count per word int32,
-    kept count per row)."""
+    """Pool, budget cuts, scoring passes: (bitmask int64 [rows, words], kept count per word uint8,
+    its running sum per row int32 (where each word's keys end in the row's list), kept per row)."""
     import triton
 
     from ._select_kernel import PASS_MASK, PASS_STATS, vec_select_kernel
@@ -204,28 +204,28 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     count = torch.empty(rows, dtype=torch.int32, device=q.device)
     # the bitmask is Sk/8 bytes per row: 1/8 of what int32 indices of all keys would take
     mask = torch.empty(rows, num_words, dtype=torch.int64, device=q.device)
-    word_count = torch.empty(rows, num_words, dtype=torch.int32, device=q.device)
+    word_count = torch.empty(rows, num_words, dtype=torch.uint8, device=q.device)
+    word_end = torch.empty(rows, num_words, dtype=torch.int32, device=q.device)
     cfg = dict(HEAD_DIM=dim, BLOCK_N=RUNNING_TILE, UPCAST=interpret_mode(), **(config or SELECT_CONFIG))
     grid = (triton.cdiv(nqb, cfg["BLOCK_M"]), batch * heads)
 
     def launch(pass_):
         vec_select_kernel[grid](
-            pooled, k, gap, row_max, lower, upper, count, mask, word_count,
+            pooled, k, gap, row_max, lower, upper, count, mask, word_count, word_end,
             k.stride(0), k.stride(1), k.stride(2), k.stride(3),
             heads, num_keys, nqb, num_words, PASS=pass_, RUNNING=running, **cfg)
 
     # the exact min-p cut needs the row max first; without a threshold (gap = inf) it is moot
     if minp and not running:
         launch(PASS_STATS)
-    launch(PASS_MASK)  # the kept keys as bits, and their count per word and row
-    return mask, word_count, count
+    launch(PASS_MASK)  # the kept keys as bits, their count per word (and its running sum) and per row
+    return mask, word_count, word_end, count
 
 
 def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size, config=None):
-    mask, word_count, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
-                                                     query_index, block_size, config)
-    word_count.cumsum_(1)  # in place: where each word's keys end within its row
-    return _expand_triton(mask, word_count, count, row_capacity(k.shape[1], max_columns))
+    mask, _, word_end, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
+                                                      query_index, block_size, config)
+    return _expand_triton(mask, word_end, count, row_capacity(k.shape[1], max_columns))
 
 
 def vector_selection_bitmask(
@@ -262,9 +262,9 @@ def _vec_select_bitmask_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(bitmask int64 `[rows, words]`, kept keys per word uint8 `[rows, words]`)."""
     if use_triton(q):
-        mask, word_count, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
-                                                     query_index, block_size)
-        return mask, word_count.to(torch.uint8)
+        mask, word_count, _, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
+                                                        query_index, block_size)
+        return mask, word_count
     keep = selection_reference(q, k, gap, running, max_columns, min_columns, scale, query_index, block_size)
     bits = SelectionBitmask.from_selection(VectorSelection.from_mask(keep))
     return bits.mask, bits.word_count
