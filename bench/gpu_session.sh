@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile vecdit-compile-fp8"`) and tests/test_fp8.py need torchao,
@@ -25,6 +25,9 @@ for step in $steps; do
     tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
       (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
         "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
+    tests-selection)  # the selection's kernels (cut, mask pass, expansion) against their references
+      (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
+        "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
     attention-hv)
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
         --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;

@@ -185,3 +185,17 @@ def test_pipeline_benchmark_smoke_run_on_the_tiny_model(tmp_path):
         assert set(result["runs"]) == {"stock", "vecdit"}
         assert result["runs"]["vecdit"]["step_s"]["dense"] == result["runs"]["stock"]["step_s"]["stock"]
         assert all(r["total_s"] > 0 for r in result["runs"].values())
+
+
+def test_pipeline_benchmark_full_size_text_encoders_fit_the_transformer():
+    """The full-size HunyuanVideo rig's text towers have the widths the transformer's defaults take
+    (a 512-wide CLIP once failed only on the GPU, at the first step)."""
+    import inspect
+
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from vecdit.bench.pipeline import hunyuan_clip_config
+
+    defaults = inspect.signature(HunyuanVideoTransformer3DModel.__init__).parameters
+    assert hunyuan_clip_config().hidden_size == defaults["pooled_projection_dim"].default
+    assert defaults["text_embed_dim"].default == 4096  # the LLaMA-3-8B width the rig builds

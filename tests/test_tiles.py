@@ -255,3 +255,28 @@ def test_sample_cut_kernel_places_the_reference_cut(n, rank, device):
     out = torch.empty(2, 3, device=device)
     sample_cut(scores.to(device), rank, out)
     assert torch.equal(out.cpu(), lower)
+
+
+def test_sample_cut_kernel_on_rows_the_interpolation_finds_hard(device):
+    # the cut's search guesses from the row's mean and spread, then interpolates: rows far from
+    # normal (heavy tails, two modes, one repeated value, a few distinct values) and ranks at the
+    # ends still get the reference cut exactly
+    from vecdit.ops.reference import budget_cuts
+    from vecdit.ops.selection import sample_cut
+
+    g = torch.Generator().manual_seed(7)
+    n = 1024
+    rows = [
+        torch.randn(n, generator=g) / torch.randn(n, generator=g).abs().clamp_min(1e-3),  # Cauchy-like tails
+        torch.cat([torch.randn(900, generator=g), 8 + torch.randn(124, generator=g)]),
+        torch.full((n,), 0.75),
+        torch.randint(-3, 4, (n,), generator=g).float(),
+        torch.randn(n, generator=g).exp() * 1e-30,  # tiny positive scores
+        -torch.randn(n, generator=g).exp() * 1e30,  # huge negative scores
+    ]
+    scores = torch.stack(rows).view(2, 3, n)
+    for rank in (1, 100, 512, n - 1):
+        lower, _ = budget_cuts(scores, n, rank, 0)
+        out = torch.empty(2, 3, device=device)
+        sample_cut(scores.to(device), rank, out)
+        assert torch.equal(out.cpu(), lower), rank

@@ -104,6 +104,15 @@ def wan_rig(name: str, device: str) -> Rig:
     return Rig(pipe.transformer, encode, passes, latents, pipe.vae, "wan2.1-t2v-1.3b" if name == "tiny" else name)
 
 
+def hunyuan_clip_config():
+    """CLIP ViT-L/14's text tower, HunyuanVideo's pooled prompt (768 wide: the transformer's
+    `pooled_projection_dim`; `CLIPTextConfig()` alone is the 512-wide base model)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                          projection_dim=768)
+
+
 def hunyuan_rig(name: str, device: str) -> Rig:
     """HunyuanVideo T2V with random weights: the 13B transformer, its VAE, and text encoders of the
     real sizes (LLaVA-LLaMA-3-8B's language model on 256 + 95 template tokens, CLIP-L on 77); one
@@ -121,7 +130,7 @@ def hunyuan_rig(name: str, device: str) -> Rig:
                 transformer = HunyuanVideoTransformer3DModel()
                 text = LlamaModel(LlamaConfig(vocab_size=128320, hidden_size=4096, intermediate_size=14336,
                                               num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8))
-                clip = CLIPTextModel(CLIPTextConfig())
+                clip = CLIPTextModel(hunyuan_clip_config())
                 vae = AutoencoderKLHunyuanVideo()
             else:
                 from vecdit.pipelines.tiny import tiny_hunyuan_transformer
