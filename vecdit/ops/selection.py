@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Literal
 
 import torch
@@ -177,9 +176,7 @@ def sample_cut(scores: torch.Tensor, rank: int, out: torch.Tensor) -> None:
     n = scores.shape[-1]
     rows = scores.numel() // n
     cut = torch.empty(rows, dtype=torch.float32, device=scores.device)
-    # the search's first guess: the rank's quantile were the row's scores normal
-    z = NormalDist().inv_cdf(1 - rank / n)
-    budget_cut_kernel[(rows,)](scores.contiguous(), cut, n, rank, z, BLOCK=triton.next_power_of_2(n),
+    budget_cut_kernel[(rows,)](scores.contiguous(), cut, n, rank, BLOCK=triton.next_power_of_2(n),
                                num_warps=8 if n > 2048 else 4)
     out.copy_(cut.view(out.shape))
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import interpret_mode, use_triton
+from ._checks import use_triton
 from .tiles import QueryTiles
 
 # keys per bitmask word (and per key tile of the selection kernel)
 WORD_KEYS = 64
-# launch settings of the bitmask expansion into index lists: 2 warps = one lane per bit of a word
+# launch settings of the bitmask expansion into index lists
 EXPAND_CONFIG = dict(BLOCK_W=16, num_warps=2)
 
 
@@ -159,7 +159,7 @@ def _expand_triton(mask, word_end, count, row_capacity: int | None = None):
         column_index = torch.empty(total, dtype=torch.int32, device=mask.device)
     expand_bitmask_kernel[(rows, triton.cdiv(num_words, EXPAND_CONFIG["BLOCK_W"]))](
         mask, word_end, offset, column_index, num_words, row_capacity or 0,
-        CAPPED=row_capacity is not None, INTERPRET=interpret_mode(), **EXPAND_CONFIG)
+        CAPPED=row_capacity is not None, **EXPAND_CONFIG)
     return column_index, offset, count
 
 
