@@ -50,8 +50,9 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     t["cut: bisection kernel alone"] = do_bench_ms(lambda: sample_cut(scores, rank, out))
     scores = None
     t["pool + cut + mask pass"] = do_bench_ms(
-        lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs))
-    mask, _, word_end, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs)
+        lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs, running_sum=True))
+    mask, word_end, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs,
+                                                   running_sum=True)
     from vecdit.ops.reference import row_capacity
 
     cap = row_capacity(num_keys, max_columns)

@@ -12,10 +12,10 @@ The same kernel runs two passes (PASS):
   1 mask:  keep key j if s_j >= min(max(m - gap, LOWER), UPPER): the min-p cut, raised to the
            row's budget cut (at most k keys) and lowered to its floor cut (at least n keys), with
            m the row max (`exact`) or the max over key tiles up to j's (`running`). Written as a
-           bitmask, one 64-bit word per (row, key tile of 64), with the kept count per word
-           (uint8, the compact form kept for reuse), its running sum (int32: where each word's keys
-           end in the row's list, what the expansion reads) and the count per row. Index lists are
-           expanded by `_expand_kernel.py`:
+           bitmask, one 64-bit word per (row, key tile of 64), with per word either its kept count
+           (uint8, the compact form kept for reuse) or the running sum of the counts (RUNNING_SUM:
+           int32, where each word's keys end in the row's list, what the expansion reads), and the
+           count per row. Index lists are expanded by `_expand_kernel.py`:
            writing indices here, from the score tile's layout, scattered 4-byte stores over many
            rows and cost 4x the pass.
 """
@@ -31,7 +31,7 @@ PASS_MASK = tl.constexpr(1)
 @triton.jit
 def vec_select_kernel(
     POOLED, K,
-    GAP, ROW_MAX, LOWER, UPPER, COUNT, MASK, WORD_COUNT, WORD_END,
+    GAP, ROW_MAX, LOWER, UPPER, COUNT, MASK, WORD_OUT,
     stride_kb, stride_ks, stride_kh, stride_kd,
     H, Sk, num_query_blocks, num_words,
     HEAD_DIM: tl.constexpr,
@@ -39,6 +39,7 @@ def vec_select_kernel(
     BLOCK_N: tl.constexpr,
     PASS: tl.constexpr,
     RUNNING: tl.constexpr,
+    RUNNING_SUM: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -88,8 +89,10 @@ def vec_select_kernel(
             tl.store(MASK + rows * num_words + start // BLOCK_N, word, mask=row_ok)
             kept = tl.sum(keep_i, 1)
             count += kept
-            tl.store(WORD_COUNT + rows * num_words + start // BLOCK_N, kept.to(tl.uint8), mask=row_ok)
-            tl.store(WORD_END + rows * num_words + start // BLOCK_N, count, mask=row_ok)
+            if RUNNING_SUM:
+                tl.store(WORD_OUT + rows * num_words + start // BLOCK_N, count, mask=row_ok)
+            else:
+                tl.store(WORD_OUT + rows * num_words + start // BLOCK_N, kept.to(tl.uint8), mask=row_ok)
 
     if PASS == PASS_STATS:
         tl.store(ROW_MAX + rows, row_max, mask=row_ok)

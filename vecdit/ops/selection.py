@@ -182,9 +182,10 @@ def sample_cut(scores: torch.Tensor, rank: int, out: torch.Tensor) -> None:
 
 
 def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size,
-                           config=None):
-    """Pool, budget cuts, scoring passes: (bitmask int64 [rows, words], kept count per word uint8,
-    its running sum per row int32 (where each word's keys end in the row's list), kept per row)."""
+                           config=None, running_sum=False):
+    """Pool, budget cuts, scoring passes: (bitmask int64 [rows, words], per word the kept count
+    (uint8) or with `running_sum` their running sum along the row (int32: where each word's keys end
+    in the row's list, what the expansion reads), kept count per row)."""
     import triton
 
     from ._select_kernel import PASS_MASK, PASS_STATS, vec_select_kernel
@@ -204,27 +205,26 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     count = torch.empty(rows, dtype=torch.int32, device=q.device)
     # the bitmask is Sk/8 bytes per row: 1/8 of what int32 indices of all keys would take
     mask = torch.empty(rows, num_words, dtype=torch.int64, device=q.device)
-    word_count = torch.empty(rows, num_words, dtype=torch.uint8, device=q.device)
-    word_end = torch.empty(rows, num_words, dtype=torch.int32, device=q.device)
+    per_word = torch.empty(rows, num_words, dtype=torch.int32 if running_sum else torch.uint8, device=q.device)
     cfg = dict(HEAD_DIM=dim, BLOCK_N=RUNNING_TILE, UPCAST=interpret_mode(), **(config or SELECT_CONFIG))
     grid = (triton.cdiv(nqb, cfg["BLOCK_M"]), batch * heads)
 
     def launch(pass_):
         vec_select_kernel[grid](
-            pooled, k, gap, row_max, lower, upper, count, mask, word_count, word_end,
+            pooled, k, gap, row_max, lower, upper, count, mask, per_word,
             k.stride(0), k.stride(1), k.stride(2), k.stride(3),
-            heads, num_keys, nqb, num_words, PASS=pass_, RUNNING=running, **cfg)
+            heads, num_keys, nqb, num_words, PASS=pass_, RUNNING=running, RUNNING_SUM=running_sum, **cfg)
 
     # the exact min-p cut needs the row max first; without a threshold (gap = inf) it is moot
     if minp and not running:
         launch(PASS_STATS)
-    launch(PASS_MASK)  # the kept keys as bits, their count per word (and its running sum) and per row
-    return mask, word_count, word_end, count
+    launch(PASS_MASK)  # the kept keys as bits, their count per word (or its running sum) and per row
+    return mask, per_word, count
 
 
 def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size, config=None):
-    mask, _, word_end, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
-                                                      query_index, block_size, config)
+    mask, word_end, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
+                                                   query_index, block_size, config, running_sum=True)
     return _expand_triton(mask, word_end, count, row_capacity(k.shape[1], max_columns))
 
 
@@ -262,8 +262,8 @@ def _vec_select_bitmask_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(bitmask int64 `[rows, words]`, kept keys per word uint8 `[rows, words]`)."""
     if use_triton(q):
-        mask, word_count, _, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
-                                                        query_index, block_size)
+        mask, word_count, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
+                                                     query_index, block_size)
         return mask, word_count
     keep = selection_reference(q, k, gap, running, max_columns, min_columns, scale, query_index, block_size)
     bits = SelectionBitmask.from_selection(VectorSelection.from_mask(keep))
