@@ -27,7 +27,7 @@ for step in $steps; do
         "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
     tests-selection)  # the selection's kernels (cut, mask pass, expansion) against their references
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
-        "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
+        "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity or expansion" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
     attention-hv)
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
         --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;

@@ -225,6 +225,29 @@ def test_selection_bitmask_expands_to_the_same_lists(mode, device):
     assert_same_selection(again, ref, scores, rule_cutoffs(scores, threshold, mode))
 
 
+@pytest.mark.parametrize("capacity", [None, 40])
+def test_expansion_kernel_writes_each_rows_keys_in_order(capacity, device):
+    # words of every kind (empty, full, bit 63 alone, random at several densities) and a word count
+    # that leaves the last program partly past the row's end; every listed key compared
+    from vecdit.ops.sparse_format import _expand_triton
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    rows, num_words = 5, 37
+    bits = torch.rand(rows, num_words, 64, generator=g) < torch.tensor([0.02, 0.1, 0.5, 0.9, 1.0]).view(rows, 1, 1)
+    bits[0, 3], bits[1, 4], bits[2, 5] = False, True, False
+    bits[2, 5, 63] = True
+    weights = torch.ones(64, dtype=torch.int64) << torch.arange(64)  # bit 63's weight wraps to -2^63
+    mask = (bits.long() * weights).sum(-1)
+    word_end = bits.sum(-1).cumsum(1).int()
+    count = bits.sum((1, 2)).int()
+    index, offset, got_count = _expand_triton(mask.to(device), word_end.to(device), count.to(device), capacity)
+    keep = capacity if capacity is not None else int(count.max())
+    for r in range(rows):
+        want = bits[r].flatten().nonzero().flatten().int()[:keep]
+        assert int(got_count[r]) == want.numel()
+        assert torch.equal(index[int(offset[r]):int(offset[r]) + want.numel()].cpu(), want), r
+
+
 def test_selection_then_attention_end_to_end(device):
     shape = (1, 200, 260, 2, 128)
     q, k, v = make_qkv(shape, torch.bfloat16, device, spread=2.0)

@@ -174,6 +174,7 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     rig = (hunyuan_rig if "hunyuan" in name else wan_rig)(name, device)
     transformer = rig.transformer
     text_s = timed(rig.encode, device, repeats)
+    print(f"[{name}] built; text encoding {text_s:.2f} s", flush=True)
 
     def step(index: int):
         rig.step(index, steps)
@@ -192,9 +193,21 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
         if variant in FP8_VARIANTS and fp8_error is None:
             from vecdit.fp8 import quantize_fp8
 
+            t0 = time.perf_counter()
             reference = rig.forward()
+            _sync(device)
+            t1 = time.perf_counter()
             quantize_fp8(transformer)
-            fp8_error = float((rig.forward() - reference).norm() / reference.norm())
+            _sync(device)
+            t2 = time.perf_counter()
+            fp8_out = rig.forward()
+            _sync(device)
+            t3 = time.perf_counter()
+            fp8_error = float((fp8_out - reference).norm() / reference.norm())
+            # first calls, untimed by the step medians: a slow eager fp8 path shows here before any compile
+            print(f"[{name}] fp8 Linear layers: one forward's relative error vs bf16 {fp8_error:.4f}; first forward "
+                  f"bf16 {t1 - t0:.1f} s, conversion {t2 - t1:.1f} s, fp8 (eager, stock processors) {t3 - t2:.1f} s",
+                  flush=True)
         if variant != "stock":
             vecdit.enable(transformer, config)
         if variant.startswith("vecdit-compile"):
@@ -206,7 +219,11 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
             kinds["reuse"] = first + 1
         if variant == "vecdit" and "stock" in runs:
             del kinds["dense"]  # eager warm-up steps run the stock processors: the stock step's time
-        seconds = {kind: timed(lambda i=i: step(i), device, repeats) for kind, i in kinds.items()}
+        seconds = {}
+        for kind, i in kinds.items():
+            seconds[kind] = timed(lambda i=i: step(i), device, repeats)
+            # progress as it comes: a run cut short by its time limit still says what it measured
+            print(f"[{name}] {variant}: {kind} step {seconds[kind]:.2f} s", flush=True)
         if "dense" not in seconds and variant != "stock":
             seconds["dense"] = runs["stock"]["step_s"]["stock"]
         if variant == "stock":

@@ -4,7 +4,7 @@ dense cuDNN time of the same shape (the selection's budget is a share of it).
 
 Stages of the top-k selection (`vector_selection(q, k, None, max_density=d)`): pooling of the
 query tiles, the budget cut (scores of the pooled queries against the 8,192-key sample by a
-kernel, then the cut per row: the bisection kernel), the mask pass over all keys, the bitmask
+kernel, then the cut per row: the search kernel, timed beside plain bisection), the mask pass over all keys, the bitmask
 expansion into index lists. (The fp32 GEMM and `torch.topk` the cut replaced were timed here
 until session 9: bench/results/selection-nvidia-h200-2026-12-02.md.) Medians of triton.testing.do_bench.
 """
@@ -23,7 +23,7 @@ from vecdit.ops.selection import (
     sample_cut,
     sample_scores_triton,
 )
-from vecdit.ops.sparse_format import _expand_triton
+from vecdit.ops.sparse_format import EXPAND_CONFIG, _expand_triton
 
 from .attention import SHAPES, dense_sdpa, make_inputs
 from .common import do_bench_ms
@@ -47,7 +47,8 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     n = scores.shape[-1]
     rank = -(-max_columns * n // num_keys)
     out = torch.empty(scores.shape[:-1], device=q.device)
-    t["cut: bisection kernel alone"] = do_bench_ms(lambda: sample_cut(scores, rank, out))
+    t["cut: search kernel alone (guess + interpolation)"] = do_bench_ms(lambda: sample_cut(scores, rank, out))
+    t["cut: search kernel alone (plain bisection)"] = do_bench_ms(lambda: sample_cut(scores, rank, out, False))
     scores = None
     t["pool + cut + mask pass"] = do_bench_ms(
         lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs, running_sum=True))
@@ -58,6 +59,10 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     cap = row_capacity(num_keys, max_columns)
     t["expand (fixed capacity)"] = do_bench_ms(lambda: _expand_triton(mask, word_end, count, cap))
     t["expand (count then fill, a host sync)"] = do_bench_ms(lambda: _expand_triton(mask, word_end, count, None))
+    t["words holding a kept key (share)"] = float((mask != 0).float().mean())  # what the expansion's skip saves
+    for block_w, warps in ((32, 2), (64, 2), (16, 1), (32, 1)):  # launch settings next to EXPAND_CONFIG's
+        t[f"expand (fixed capacity), BLOCK_W {block_w}, {warps} warps"] = do_bench_ms(
+            lambda: _expand_triton(mask, word_end, count, cap, dict(BLOCK_W=block_w, num_warps=warps)))
     t["mask pass (derived)"] = t["pool + cut + mask pass"] - t["pool"] - t["cut (scores + bisection)"]
     t["vector_selection total"] = do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles))
     return t
@@ -77,7 +82,7 @@ def run_selection(shape: str, densities, tiles_list) -> dict:
             rows.append({"tile": list(tile), "density": d, "ms": t,
                          "selection_share_of_dense": t["vector_selection total"] / dense})
     return {"shape": shape, "heads": cfg["heads"], "video_tokens": video, "dense_cudnn_ms": dense,
-            "config": dict(SELECT_CONFIG), "rows": rows}
+            "config": dict(SELECT_CONFIG), "expand_config": dict(EXPAND_CONFIG), "rows": rows}
 
 
 def selection_markdown(env: dict, results: list[dict]) -> str:
