@@ -50,7 +50,7 @@ for step in $steps; do
         | grep -v "^|.*---" | tail -20 ;;
     pipeline)  # a whole generation, projected from one step of each kind (PIPE_MODELS, PIPE_VARIANTS)
       (cd /tmp && timeout ${PIPE_TIMEOUT:-560} python3 -m vecdit.bench pipeline --models ${PIPE_MODELS:-wan2.1-t2v-1.3b} \
-        --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} --out "$OUT" 2>&1 \
+        --variants ${PIPE_VARIANTS:-stock vecdit vecdit-compile} --repeats ${PIPE_REPEATS:-2} ${PIPE_ARGS:-} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -24) ;;  # from /tmp: the repository's vecdit/ lacks the mapped subpackages
     train-tiny)  # the tiny video model (TRAIN_MINUTES, default 8.5); resumes from runs/tiny/checkpoint.pt.part* if carried,
       # else TRAIN_ARGS="--init-from $PWD/pipelines/tiny_model --dit-steps N --finish" goes on from the packaged model

@@ -185,6 +185,11 @@ def test_pipeline_benchmark_smoke_run_on_the_tiny_model(tmp_path):
         assert set(result["runs"]) == {"stock", "vecdit"}
         assert result["runs"]["vecdit"]["step_s"]["dense"] == result["runs"]["stock"]["step_s"]["stock"]
         assert all(r["total_s"] > 0 for r in result["runs"].values())
+    # the preset's density and tiles overridden from the command line, named in the file
+    assert bench(["pipeline", "--models", "tiny", "--variants", "vecdit", "--device", "cpu", "--steps", "4",
+                  "--repeats", "1", "--density", "0.5", "--query-tiles", "4x4x8", "--out", str(tmp_path)]) == 0
+    result = json.loads(next(tmp_path.glob("pipeline-tiny-density-0.5-query-tiles-4x4x8-*.json")).read_text())["results"][0]
+    assert result["config"]["density"] == 0.5 and result["config"]["query_tiles"] == [4, 4, 8]
 
 
 def test_pipeline_benchmark_full_size_text_encoders_fit_the_transformer():

@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     pi.add_argument("--steps", type=int, default=50)
     pi.add_argument("--repeats", type=int, default=2)
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
+    pi.add_argument("--density", type=float, default=None, help="the preset's top-k density instead of its own")
+    pi.add_argument("--query-tiles", default=None, help="the preset's query tiles instead of its own, e.g. 4x4x8")
     pi.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS

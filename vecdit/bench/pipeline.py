@@ -169,7 +169,9 @@ def hunyuan_rig(name: str, device: str) -> Rig:
 
 
 def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2, device: str = "cuda",
-                 config: VecAttnConfig | None = None) -> dict:
+                 config: VecAttnConfig | None = None, overrides: dict | None = None) -> dict:
+    """Stock and vecdit `variants` of one model's generation; vecdit runs `config`, else the model's
+    preset with `overrides` (e.g. `density`, `query_tiles`)."""
     size = MODELS[name]
     rig = (hunyuan_rig if "hunyuan" in name else wan_rig)(name, device)
     transformer = rig.transformer
@@ -179,7 +181,7 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     def step(index: int):
         rig.step(index, steps)
 
-    config = config or VecAttnConfig.for_model(rig.preset)
+    config = config or VecAttnConfig.for_model(rig.preset, **(overrides or {}))
     n_dense = config.num_dense_steps(steps) + config.num_dense_last_steps(steps)
     sparse_steps = steps - n_dense
     n_select = -(-sparse_steps // config.reuse_interval)
@@ -287,13 +289,20 @@ def main_pipeline(args) -> int:
     from .common import write_results
 
     env = environment()
+    overrides = {}
+    if getattr(args, "density", None) is not None:
+        overrides["density"] = args.density
+    if getattr(args, "query_tiles", None):
+        overrides["query_tiles"] = tuple(int(x) for x in args.query_tiles.split("x"))
     results = []
     for name in args.models:
-        results.append(run_pipeline(name, args.variants, args.steps, args.repeats, args.device))
+        results.append(run_pipeline(name, args.variants, args.steps, args.repeats, args.device, overrides=overrides))
         print(pipeline_markdown(env, results[-1:]), flush=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    paths = write_results("pipeline-" + "-".join(args.models), {"environment": env, "results": results},
+    stem = "pipeline-" + "-".join(args.models) + "".join(
+        f"-{k.replace('_', '-')}-{'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in overrides.items())
+    paths = write_results(stem, {"environment": env, "results": results},
                           pipeline_markdown(env, results), args.out)
     print("wrote", *paths)
     return 0

@@ -15,7 +15,8 @@ The same kernel runs two passes (PASS):
            bitmask, one 64-bit word per (row, key tile of 64), with per word either its kept count
            (uint8, the compact form kept for reuse) or the running sum of the counts (RUNNING_SUM:
            int32, where each word's keys end in the row's list, what the expansion reads), and the
-           count per row. Index lists are expanded by `_expand_kernel.py`:
+           count per row. WORDS > 1 (exact rule only: `running` defines its max per 64-key
+           tile) scores WORDS x 64 keys per step, a wider dot for the same words. Index lists are expanded by `_expand_kernel.py`:
            writing indices here, from the score tile's layout, scattered 4-byte stores over many
            rows and cost 4x the pass.
 """
@@ -36,7 +37,7 @@ def vec_select_kernel(
     H, Sk, num_query_blocks, num_words,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    WORDS: tl.constexpr,
     PASS: tl.constexpr,
     RUNNING: tl.constexpr,
     RUNNING_SUM: tl.constexpr,
@@ -51,6 +52,7 @@ def vec_select_kernel(
     row_ok = local < num_query_blocks
     rows = bh.to(tl.int64) * num_query_blocks + local
     offs_d = tl.arange(0, HEAD_DIM)
+    BLOCK_N: tl.constexpr = WORDS * 64  # keys per step: WORDS bitmask words
     offs_n = tl.arange(0, BLOCK_N)
 
     q_ptrs = rows[:, None] * HEAD_DIM + offs_d[None, :]
@@ -66,7 +68,7 @@ def vec_select_kernel(
         if not RUNNING:
             m = tl.load(ROW_MAX + rows, mask=row_ok, other=0.0)
             cut = tl.minimum(tl.maximum(m - gap, lower), upper)
-        bit = offs_n.to(tl.int64)
+        bit = (offs_n % 64).to(tl.int64)
 
     for start in range(0, Sk, BLOCK_N):
         cols = start + offs_n
@@ -83,16 +85,19 @@ def vec_select_kernel(
                 row_max = tl.maximum(row_max, tl.max(tl.where(col_ok[None, :], s, float("-inf")), 1))
                 cut = tl.minimum(tl.maximum(row_max - gap, lower), upper)
             keep = (s >= cut[:, None]) & col_ok[None, :]
-            keep_i = keep.to(tl.int32)
-            # distinct powers of two: the sum is the bitwise or
-            word = tl.sum(tl.where(keep, 1 << bit[None, :], 0), 1)
-            tl.store(MASK + rows * num_words + start // BLOCK_N, word, mask=row_ok)
-            kept = tl.sum(keep_i, 1)
-            count += kept
-            if RUNNING_SUM:
-                tl.store(WORD_OUT + rows * num_words + start // BLOCK_N, count, mask=row_ok)
-            else:
-                tl.store(WORD_OUT + rows * num_words + start // BLOCK_N, kept.to(tl.uint8), mask=row_ok)
+            for w in tl.static_range(WORDS):  # each word's columns are fixed per register: the masks fold
+                in_word = keep & ((offs_n // 64) == w)[None, :]
+                # distinct powers of two: the sum is the bitwise or
+                word = tl.sum(tl.where(in_word, 1 << bit[None, :], 0), 1)
+                word_index = start // 64 + w
+                ok = row_ok & ((local * 0 + word_index) < num_words)  # as a vector: `start` is a Python int when interpreted
+                tl.store(MASK + rows * num_words + word_index, word, mask=ok)
+                kept = tl.sum(in_word.to(tl.int32), 1)
+                count += kept
+                if RUNNING_SUM:
+                    tl.store(WORD_OUT + rows * num_words + word_index, count, mask=ok)
+                else:
+                    tl.store(WORD_OUT + rows * num_words + word_index, kept.to(tl.uint8), mask=ok)
 
     if PASS == PASS_STATS:
         tl.store(ROW_MAX + rows, row_max, mask=row_ok)
