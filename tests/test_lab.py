@@ -136,22 +136,40 @@ def test_benchmark_structured_inputs_are_the_lab_proxy(monkeypatch):
 def test_peer_benchmark_recall_is_paired_and_bounded(monkeypatch):
     # `python -m vecdit.bench peers` scores every method on the same query tokens; its vecdit row on a tiny grid
     from vecdit.bench import peers
+    from vecdit.lab.match import matched_density, selection_recall, token_recall
 
     monkeypatch.setattr(peers, "do_bench_ms", lambda fn: (fn(), 0.0)[1])
     q, k, v = (x.to(torch.bfloat16) for x in structured_qkv(SyntheticConfig(geometry="tiny", heads=2, head_dim=128)))
     blocks = QueryTiles(TINY).token_blocks(q.shape[1], "cpu")
-    everything = peers._recall(q, k, blocks, lambda h, b: torch.ones(k.shape[1], dtype=torch.bool), heads=2)
+    everything = token_recall(q, k, blocks, lambda h, b: torch.ones(k.shape[1], dtype=torch.bool), heads=2)
     assert everything["recall"] == pytest.approx(1.0) and everything["key_density"] == 1.0
     row = peers._vecdit(q, k, v, TINY, 0.25, (4, 4, 4), heads_sampled=2)
     assert row["key_density"] == pytest.approx(0.25, abs=0.01) and 0.25 < row["recall"] < 1.0
-    half = peers._recall(q, k, blocks, lambda h, b: torch.arange(k.shape[1]) % 2 == 0, heads=2)
+    half = token_recall(q, k, blocks, lambda h, b: torch.arange(k.shape[1]) % 2 == 0, heads=2)
     assert half["key_density"] == 0.5 and 0 < half["recall"] < 1
     # equal quality: the density where vecdit keeps a (lower) peer's recall lies below the peer's density
     target = row["recall"] - 0.05
-    matched = peers.matched_density(q, k, TINY, (4, 4, 4), target, 0.25, heads_sampled=2)
+    matched = matched_density(q, k, TINY, (4, 4, 4), target, 0.25, heads=2)
     tiles = QueryTiles(TINY, (4, 4, 4))
-    assert matched < 0.25 and peers._vecdit_recall(q, k, tiles, matched, 2)[1]["recall"] >= target
-    assert peers._vecdit_recall(q, k, tiles, matched * 0.8, 2)[1]["recall"] < target + 0.02
+    assert matched < 0.25 and selection_recall(q, k, tiles, matched, 2)[1]["recall"] >= target
+    assert selection_recall(q, k, tiles, matched * 0.8, 2)[1]["recall"] < target + 0.02
+
+
+def test_lab_match_finds_the_density_of_equal_recall_for_another_tile():
+    # heads selected one at a time (what a CPU's memory allows) keep the same keys as all heads at once
+    from vecdit.lab.match import match_tiles, selection_recall
+
+    q, k, _ = (x.to(torch.bfloat16) for x in structured_qkv(SyntheticConfig(geometry="tiny", heads=3, head_dim=128)))
+    tiles = QueryTiles(TINY, (4, 4, 4))
+    together = selection_recall(q, k, tiles, 0.25, heads=2)[1]
+    alone = selection_recall(q, k, tiles, 0.25, heads=2, sampled_heads_only=True)[1]
+    assert together == alone
+    (row,) = match_tiles(q, k, TINY, (4, 4, 4), (4, 4, 8), [0.25], heads=2, sampled_heads_only=True)
+    assert row["reference_recall"] == pytest.approx(together["recall"])
+    assert row["matched_recall"] >= row["reference_recall"]
+    # the smallest such density, to the search's step
+    below = selection_recall(q, k, QueryTiles(TINY, (4, 4, 8)), row["matched_density"] * 0.95, heads=2)[1]
+    assert below["recall"] < row["reference_recall"] + 0.01
 
 
 def test_tile_pairs_union_contains_own_lists_and_matches_compute():

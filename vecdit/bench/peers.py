@@ -19,74 +19,21 @@ import math
 
 import torch
 
+from vecdit.lab.match import matched_density, selection_recall, token_recall
 from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 
 from .common import do_bench_ms
 
 
-def _recall(q, k, token_block, kept_keys, heads, seed=0, tokens=256) -> dict:
-    """Over the same random query tokens of the same random heads for every method (a paired
-    comparison, whatever the grouping): the mean probability mass on the keys the token's block
-    kept, and the kept fraction of the keys. `token_block`: int64 [S] block of each token;
-    `kept_keys(h, b)`: bool [Sk] kept by block b of head h."""
-    g = torch.Generator().manual_seed(seed)
-    mass, kept, seen = 0.0, 0.0, 0
-    for h in torch.randperm(q.shape[2], generator=g)[:heads].tolist():
-        toks = torch.randperm(q.shape[1], generator=g)[:tokens].to(q.device)
-        p = torch.softmax((q[0, toks, h].double() @ k[0, :, h].double().T) * q.shape[-1] ** -0.5, -1)
-        masks = torch.stack([kept_keys(h, b) for b in token_block[toks].tolist()])
-        mass += float((p * masks).sum())
-        kept += float(masks.double().mean(1).sum())
-        seen += len(toks)
-    return {"recall": mass / seen, "key_density": kept / seen}
-
-
-def _vecdit_recall(q, k, tiles, density, heads_sampled):
-    """vecdit's selection at `density` and the recall / key density of what it kept."""
-    sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
-    nqb, num_keys = sel.num_query_blocks, k.shape[1]
-
-    def kept(h, b):
-        r = h * nqb + b
-        start = int(sel.column_offset[r])
-        mask = torch.zeros(num_keys, dtype=torch.bool, device=q.device)
-        mask[sel.column_index[start:start + int(sel.column_count.reshape(-1)[r])].long()] = True
-        return mask
-
-    return sel, _recall(q, k, tiles.token_blocks(q.shape[1], q.device), kept, heads_sampled)
-
-
 def _vecdit(q, k, v, grid, density, tile, heads_sampled):
     tiles = QueryTiles(grid, tile)
-    sel, measured = _vecdit_recall(q, k, tiles, density, heads_sampled)
+    sel, measured = selection_recall(q, k, tiles, density, heads_sampled)
     row = {"select_ms": do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles)),
            "attention_ms": do_bench_ms(lambda: vector_sparse_attention(q, k, v, sel)),
            "density": float(sel.density()), **measured}
     row["ms"] = do_bench_ms(lambda: vector_sparse_attention(
         q, k, v, vector_selection(q, k, None, max_density=density, query_tiles=tiles)))
     return row
-
-
-def matched_density(q, k, grid, tile, recall, start, heads_sampled, steps=7) -> float:
-    """The smallest density (to a 2^-steps step in log density) at which vecdit's top-k keeps at
-    least `recall` on the proxy: the speed-at-equal-quality point against a peer with that recall.
-    Searches below `start` (the peer's density), or above it where vecdit keeps less there."""
-    tiles = QueryTiles(grid, tile)
-
-    def reaches(d):
-        return _vecdit_recall(q, k, tiles, d, heads_sampled)[1]["recall"] >= recall
-
-    lo, hi = start / 8, start
-    while not reaches(hi):
-        if hi >= 1.0:
-            return 1.0
-        lo, hi = hi, min(1.0, hi * 2)
-    if reaches(lo):
-        return lo
-    for _ in range(steps):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
-    return hi
 
 
 def _vsa(q, k, v, grid, density, heads_sampled):
@@ -131,7 +78,7 @@ def _vsa(q, k, v, grid, density, heads_sampled):
         top = (q_c[0, h, b] @ k_c[0, h].T).topk(topk).indices
         return torch.isin(tile_of_token, top)
 
-    measured = _recall(q, k, tile_of_token, kept, heads_sampled)
+    measured = token_recall(q, k, tile_of_token, kept, heads_sampled)
     # its budget counts tiles; edge tiles have fewer keys, so the kept key fraction differs from topk / tiles
     return {"ms": do_bench_ms(total), "call_ms": do_bench_ms(call), "density": measured["key_density"], **measured,
             "path": "sm90 ThunderKittens" if sm90 else "triton", "topk_tiles": topk, "tiles": n_tiles}
@@ -172,7 +119,7 @@ def _flex(q, k, v, grid, density, heads_sampled, block=128):
     return {"ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=build()[0])),
             "attention_ms": do_bench_ms(lambda: attend(qt, kt, vt, block_mask=mask)),
             "mask_ms": do_bench_ms(build), "density": count / nb,
-            **_recall(q, k, token_block, kept, heads_sampled), "tokens_cut": q.shape[1] - seq}
+            **token_recall(q, k, token_block, kept, heads_sampled), "tokens_cut": q.shape[1] - seq}
 
 
 def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", heads_sampled: int = 6) -> dict:

@@ -96,6 +96,14 @@ def main(argv=None) -> int:
     pa.add_argument("--pairs", type=int, default=8, help="sampled tile pairs per head")
     pa.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.25])
     pa.add_argument("--out", default="bench/results")
+    m = sub.add_parser("match", help="the density at which one query tile keeps the recall another keeps")
+    m.add_argument("--geometry", nargs="+", default=["hunyuanvideo-720p"], choices=list(GEOMETRIES))
+    m.add_argument("--heads", nargs="+", type=int, default=[24],
+                   help="heads of the proxy per geometry, as the attention benchmark builds it (HunyuanVideo 24, Wan-14B 40)")
+    m.add_argument("--tiles", nargs=2, default=["4x4x4", "4x4x8"], help="reference tile, matched tile")
+    m.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
+    m.add_argument("--sampled-heads", type=int, default=6, help="heads the recall is measured on (as the peers bench)")
+    m.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
@@ -103,6 +111,8 @@ def main(argv=None) -> int:
         return _density(args, device, card)
     if args.what == "pairs":
         return _pairs(args, card)
+    if args.what == "match":
+        return _match(args, device, card)
     results = {}
     for geometry in args.geometry:
         cfg = SyntheticConfig(geometry=geometry, heads=args.heads, head_dim=128, seed=args.seed)
@@ -163,6 +173,36 @@ def _pairs(args, card) -> int:
         print(pairs_markdown({geometry: results[geometry]}, card), flush=True)
     stem = _write(args.out, f"pairs-{'-'.join(args.geometry)}-{_slug(card)}-{datetime.date.today().isoformat()}", card,
                   {"results": results}, pairs_markdown(results, card))
+    print("wrote", stem + ".{json,md}")
+    return 0
+
+
+def _match(args, device, card) -> int:
+    from .match import match_tiles
+
+    if len(args.heads) not in (1, len(args.geometry)):
+        raise SystemExit(f"--heads: one count, or one per geometry ({len(args.geometry)}), got {args.heads}")
+    reference, tile = (tuple(int(x) for x in t.split("x")) for t in args.tiles)
+    results, lines = {}, [f"# Equal recall across query tiles ({card})", "",
+                          "The attention benchmark's structured inputs (video tokens, seed 0), recall as the peers bench "
+                          f"measures it ({args.sampled_heads} sampled heads x 256 query tokens, fp64, all keys); "
+                          f"the {args.tiles[1]} density is the smallest (to ~1.6%) that keeps the {args.tiles[0]} recall.", ""]
+    for geometry, heads in zip(args.geometry, args.heads * len(args.geometry) if len(args.heads) == 1 else args.heads):
+        q, k, _ = structured_qkv(SyntheticConfig(geometry=geometry, heads=heads, head_dim=128, seed=0), device=device)
+        q, k = q.to(torch.bfloat16), k.to(torch.bfloat16)
+        rows = match_tiles(q, k, GEOMETRIES[geometry][0], reference, tile, args.densities, args.sampled_heads,
+                           sampled_heads_only=device == "cpu")
+        results[geometry] = {"grid": list(GEOMETRIES[geometry][0]), "heads": heads, "rows": rows}
+        lines += [f"## {geometry}, grid {GEOMETRIES[geometry][0]}, {heads} heads", "",
+                  f"| {args.tiles[0]} density | {args.tiles[0]} recall | {args.tiles[1]} density | {args.tiles[1]} recall |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {r['density']:g} | {r['reference_recall']:.4f} | {r['matched_density']:.4f} | "
+                  f"{r['matched_recall']:.4f} |" for r in rows]
+        lines.append("")
+        print("\n".join(lines[-len(rows) - 5:]), flush=True)
+        del q, k
+    stem = _write(args.out, f"match-{'-'.join(args.tiles)}-{'-'.join(args.geometry)}-{_slug(card)}-"
+                  f"{datetime.date.today().isoformat()}", card, {"results": results}, "\n".join(lines) + "\n")
     print("wrote", stem + ".{json,md}")
     return 0
 
