@@ -39,7 +39,7 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     gap = torch.full((q.shape[2],), float("inf"), device=q.device)
     t = {"pool": do_bench_ms(lambda: pool_queries_triton(q, scale, index, bs))}
     pooled = pool_queries_triton(q, scale, index, bs)
-    t["cut (scores + bisection)"] = do_bench_ms(lambda: _budget_cuts_triton(pooled, k, max_columns, 0))
+    t["cut (scores + search)"] = do_bench_ms(lambda: _budget_cuts_triton(pooled, k, max_columns, 0))
     sample = key_sample(num_keys, k.device)
     h = k.shape[2]
     t["cut: sample scores alone (kernel, all heads)"] = do_bench_ms(lambda: sample_scores_triton(pooled, k, sample, 0, h))
@@ -68,7 +68,7 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     for block_w, warps in ((32, 2), (64, 2), (16, 1), (32, 1)):  # launch settings next to EXPAND_CONFIG's
         t[f"expand (fixed capacity), BLOCK_W {block_w}, {warps} warps"] = do_bench_ms(
             lambda: _expand_triton(mask, word_end, count, cap, dict(BLOCK_W=block_w, num_warps=warps)))
-    t["mask pass (derived)"] = t["pool + cut + mask pass"] - t["pool"] - t["cut (scores + bisection)"]
+    t["mask pass (derived)"] = t["pool + cut + mask pass"] - t["pool"] - t["cut (scores + search)"]
     t["vector_selection total"] = do_bench_ms(lambda: vector_selection(q, k, None, max_density=density, query_tiles=tiles))
     return t
 

@@ -36,10 +36,10 @@ def budget_cut_kernel(SCORES, CUT, n, rank, z, BLOCK: tl.constexpr, INTERP: tl.c
     lo = _key(lo_v).to(tl.int64)
     hi = _key(hi_v).to(tl.int64) + 1
     c_lo = tl.sum((key >= lo.to(tl.int32)).to(tl.int32), 0)  # n, unless rows hold -inf (masked keys)
-    c_hi = c_lo * 0
-    # f(t) = count(s >= t) - rank falls with t; the bracket's weights are f at its ends (Illinois)
+    # f(t) = count(s >= t) - rank falls with t; the bracket's weights are f at its ends (Illinois);
+    # nothing reaches hi (count 0)
     f_lo = (c_lo - rank).to(tl.float32)
-    f_hi = (c_hi - rank).to(tl.float32)
+    f_hi = (c_lo * 0 - rank).to(tl.float32)
     is_finite = valid & (s > float("-inf"))
     num_finite = tl.maximum(tl.sum(is_finite.to(tl.int32), 0), 1).to(tl.float32)
     m = tl.sum(tl.where(is_finite, s, 0.0), 0) / num_finite
@@ -69,7 +69,7 @@ def budget_cut_kernel(SCORES, CUT, n, rank, z, BLOCK: tl.constexpr, INTERP: tl.c
             f_hi = tl.where(side == 1, f_hi * 0.5, f_hi)
             side = 1
         else:
-            hi, hi_v, c_hi, f_hi = mid, mid_v, c, (c - rank).to(tl.float32)
+            hi, hi_v, f_hi = mid, mid_v, (c - rank).to(tl.float32)
             f_lo = tl.where(side == -1, f_lo * 0.5, f_lo)
             side = -1
         rounds += 1

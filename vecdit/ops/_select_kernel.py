@@ -86,11 +86,15 @@ def vec_select_kernel(
                 cut = tl.minimum(tl.maximum(row_max - gap, lower), upper)
             keep = (s >= cut[:, None]) & col_ok[None, :]
             for w in tl.static_range(WORDS):  # each word's columns are fixed per register: the masks fold
-                in_word = keep & ((offs_n // 64) == w)[None, :]
+                word_index = start // 64 + w
+                if WORDS == 1:  # one word per step: the step lies inside the row (the path measured until session 11)
+                    in_word = keep
+                    ok = row_ok
+                else:
+                    in_word = keep & ((offs_n // 64) == w)[None, :]
+                    ok = row_ok & ((local * 0 + word_index) < num_words)  # as a vector: `start` is a Python int when interpreted
                 # distinct powers of two: the sum is the bitwise or
                 word = tl.sum(tl.where(in_word, 1 << bit[None, :], 0), 1)
-                word_index = start // 64 + w
-                ok = row_ok & ((local * 0 + word_index) < num_words)  # as a vector: `start` is a Python int when interpreted
                 tl.store(MASK + rows * num_words + word_index, word, mask=ok)
                 kept = tl.sum(in_word.to(tl.int32), 1)
                 count += kept
