@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|tests-selection|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
-# The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile vecdit-compile-fp8"`) and tests/test_fp8.py need torchao,
-# which the GPU image lacks: after wheels.sh, also (3 MB; torchao 0.17 pairs with the host's torch 2.11)
+# The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile-fp8"`) need only torch (vecdit.fp8.Float8Linear); the `fp8`
+# step times torchao's float8 beside it where its wheel travels too (3 MB; torchao 0.17 pairs with the host's torch 2.11):
 #   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl torchao==0.17.0
 # Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
@@ -25,9 +25,14 @@ for step in $steps; do
     tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
       (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
         "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
+    tests-fp8)  # Float8Linear and the fp8 pipeline path on the GPU
+      (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_fp8.py" 2>&1 \
+        | tail -5 | tee "$OUT/gpu-tests-fp8.txt") ;;
     tests-selection)  # the selection's kernels (cut, mask pass, expansion) against their references
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
         "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity or expansion" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
+    fp8)  # one block's Linear layers at full size: bf16 vs vecdit's Float8Linear (eager, compiled) vs torchao
+      (cd /tmp && timeout ${FP8_TIMEOUT:-420} python3 -m vecdit.bench fp8 --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40) ;;
     attention-hv)
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
         --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;

@@ -16,6 +16,13 @@ WAN_TRANSFORMERS = {
 }
 
 
+def wan_transformer_kwargs(name: str) -> dict:
+    """The full-size `WanTransformer3DModel` arguments of `name` (a key of WAN_TRANSFORMERS)."""
+    return dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
+                freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+                **WAN_TRANSFORMERS[name])
+
+
 def random_pipeline(name: str, preset: ModelPreset, device: str, dtype: torch.dtype):
     if name not in WAN_TRANSFORMERS:
         raise GenerateError(f"--random-weights builds {', '.join(WAN_TRANSFORMERS)} only, not {name!r}")
@@ -28,10 +35,7 @@ def random_pipeline(name: str, preset: ModelPreset, device: str, dtype: torch.dt
     torch.set_default_dtype(dtype)  # built in the target dtype: no fp32 copy of 14B parameters
     try:
         with torch.device(device):
-            transformer = WanTransformer3DModel(
-                patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
-                freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-                **WAN_TRANSFORMERS[name])
+            transformer = WanTransformer3DModel(**wan_transformer_kwargs(name))
             text_encoder = UMT5EncoderModel(UMT5Config(
                 vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
                 relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1))

@@ -98,13 +98,18 @@ def main(argv=None) -> int:
     pi.add_argument("--models", nargs="+", default=["wan2.1-t2v-1.3b", "wan2.1-t2v-14b"], choices=list(PIPELINE_MODELS))
     pi.add_argument("--variants", nargs="+", default=list(PIPELINE_VARIANTS),
                     choices=list(PIPELINE_VARIANTS) + list(FP8_VARIANTS),
-                    help="fp8 variants (torchao, Hopper) convert the weights for good: they run last")
+                    help="fp8 variants (vecdit.fp8, Hopper / Ada) convert the weights for good: they run last")
     pi.add_argument("--steps", type=int, default=50)
     pi.add_argument("--repeats", type=int, default=2)
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
     pi.add_argument("--density", type=float, default=None, help="the preset's top-k density instead of its own")
     pi.add_argument("--query-tiles", default=None, help="the preset's query tiles instead of its own, e.g. 4x4x8")
     pi.add_argument("--out", default="bench/results")
+    f8 = sub.add_parser("fp8", help="one block's Linear layers at full size: bf16 vs float8 (vecdit, torchao)")
+    f8.add_argument("--models", nargs="+", default=["hunyuanvideo", "wan2.1-t2v-14b"],
+                    choices=["hunyuanvideo", "wan2.1-t2v-14b"])
+    f8.add_argument("--no-torchao", action="store_true", help="time vecdit's Float8Linear only")
+    f8.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -142,6 +147,17 @@ def main(argv=None) -> int:
         from .pipeline import main_pipeline
 
         return main_pipeline(args)
+    if args.what == "fp8":
+        from .fp8 import fp8_markdown, run_fp8
+
+        results = []
+        for name in args.models:
+            results.append(run_fp8(name, torchao=not args.no_torchao))
+            print(fp8_markdown(env, results[-1:]), flush=True)
+        paths = write_results("fp8-" + "-".join(args.models), {"environment": env, "results": results},
+                              fp8_markdown(env, results), args.out)
+        print("wrote", *paths)
+        return 0
     if args.what == "selection":
         from .selection import run_selection, selection_markdown
 
