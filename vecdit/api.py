@@ -50,7 +50,7 @@ def remove_vec_sparse(transformer) -> bool:
 
 def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None:
     """Switch every transformer of `pipe` to vector-sparse attention; with `fp8=True` also run
-    the Linear layers of its blocks in float8 through torchao (Hopper or Ada; one-way, see
+    the Linear layers of its blocks in float8 (`vecdit.fp8.Float8Linear`; Hopper or Ada; one-way, see
     `vecdit.fp8`).
 
     >>> vecdit.enable(pipe, vecdit.VecAttnConfig.for_model("wan2.1-t2v-1.3b"))  # doctest: +SKIP

@@ -6,7 +6,8 @@
 What vecdit does not touch (projections, FFN) is most of a sparse step; on Hopper those GEMMs run
 on the float8 tensor cores at twice the bf16 rate. `Float8Linear` keeps the weight in e4m3 with
 one scale per output row (set once) and quantizes the activation per token at each call (one
-scale per row), then calls `torch._scaled_mm` with both scale vectors. It is a plain module over
+scale per row), then calls `torch._scaled_mm` with both scale vectors (on CUDA; elsewhere the same
+product from the same fp8 operands, for tests). It is a plain module over
 plain tensors: `torch.compile(fullgraph=True)` traces it as two ops (the activation's amax and
 cast, which inductor fuses, and the scaled GEMM), where torchao's tensor subclasses made the
 compile of HunyuanVideo's blocks run past 6 minutes (bench/NOTES.md, session 11).
@@ -70,11 +71,18 @@ class Float8Linear(torch.nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Float8Linear: input's last dimension is {x.shape[-1]}, expected {self.in_features}")
         q, scale = quantize_rows(x.reshape(-1, self.in_features))
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
-        # fast accumulation (Hopper's fp8 MMA keeps fewer accumulator bits): what inference stacks use;
-        # its error is in the fp8 benchmark's table
-        y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, bias=bias,
-                             out_dtype=x.dtype, use_fast_accum=x.is_cuda)
+        if x.is_cuda:
+            # per-row scales give bf16 out (and take a bf16 bias); fast accumulation (Hopper's fp8 MMA
+            # keeps fewer accumulator bits) is what inference stacks use: its error is in the fp8 bench
+            bias = self.bias.to(torch.bfloat16) if self.bias is not None else None
+            y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, bias=bias,
+                                 out_dtype=torch.bfloat16, use_fast_accum=True).to(x.dtype)
+        else:
+            bias = self.bias.to(x.dtype) if self.bias is not None else None
+            # off the GPU, the same product from the same fp8 operands in x's dtype (torch's CPU
+            # `_scaled_mm` takes per-row scales only from 2.13 on): for tests, not for speed
+            y = torch.nn.functional.linear((q.to(x.dtype) * scale.to(x.dtype)),
+                                           self.weight_fp8.to(x.dtype) * self.weight_scale.t().to(x.dtype), bias)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -106,8 +114,8 @@ def check_fp8_supported(device: torch.device | str | None = None) -> None:
 def quantize_fp8(pipe_or_model, check_device: bool = True) -> int:
     """Replace the block Linear layers of every transformer of `pipe_or_model` (Wan2.2's two experts
     included) with `Float8Linear`; returns how many. Call it before `torch.compile`; a model already
-    converted is left as it is. `check_device=False` converts off a float8 GPU too (the CPU runs
-    `_scaled_mm` slowly: for tests)."""
+    converted is left as it is. `check_device=False` converts off a float8 GPU too (the CPU computes
+    the same product from the fp8 operands without fp8 arithmetic: for tests)."""
     models = transformers_of(pipe_or_model)
     if check_device:
         for model in models:  # every refusal before anything changes

@@ -28,8 +28,13 @@ COMPILE_LIMIT_S = 90  # torchao's compile of HunyuanVideo's blocks ran past 6 mi
 
 
 def _config_model(name: str):
-    """The transformer on the meta device (shapes only, no memory)."""
-    with torch.device("meta"):
+    """The transformer with its parameters on the meta device (shapes only, no memory), as diffusers
+    builds models before loading weights (accelerate's `init_empty_weights`: it holds whatever torch
+    function modes a compile or another test left on the stack, where `with torch.device("meta")`
+    was seen to allocate all 13B parameters on the CPU)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
         if name == "hunyuanvideo":
             from diffusers import HunyuanVideoTransformer3DModel
 
