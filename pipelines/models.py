@@ -61,13 +61,25 @@ def tiny_model_folder() -> str | None:
     return folder if os.path.isfile(os.path.join(folder, "model_index.json")) else None
 
 
+def tiny_generation(folder: str) -> dict:
+    """How a `tiny_train` export is meant to be sampled (its vecdit_tiny.json's "generation": CFG
+    scale and vecdit's density), chosen per model from dense and sparse checks, not trained; the
+    tiny preset's CFG and the wan presets' density where the file names none."""
+    import json
+
+    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
+        chosen = json.load(f).get("generation", {})
+    return {"guidance": chosen.get("guidance", PRESETS["tiny"].guidance), "density": chosen.get("density")}
+
+
 def _trained_tiny_preset(folder: str) -> ModelPreset:
     """The tiny preset at the clip size a `tiny_train` export was trained on (its vecdit_tiny.json)."""
     import json
 
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         size = json.load(f)["model_config"]
-    return replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20)
+    return replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20,
+                   guidance=tiny_generation(folder)["guidance"])
 
 
 def resolve_model(model: str) -> tuple[str, ModelPreset]:

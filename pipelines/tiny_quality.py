@@ -120,7 +120,7 @@ def plot_quality(result: dict, path: str, strip: str | None = None, labels=()) -
 
 
 def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, orders=tuple(ORDERS),
-            device: str = "cpu", strips: dict | None = None) -> dict:
+            device: str = "cpu", strips: dict | None = None, guidance: float = 5.0) -> dict:
     """Per (order, density): mean PSNR / SSIM against the dense generation of each prompt (same
     seed), achieved density, seconds and how many one-object videos pass `motion_check`; the
     dense seconds and the dense videos' motion checks beside them. `strips`, if given, receives
@@ -128,7 +128,7 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
     pipe.set_progress_bar_config(disable=True)
     dense, dense_s = {}, []
     for i, prompt in enumerate(prompts):
-        dense[prompt], seconds = _generate(pipe, prompt, i, size, steps, device)
+        dense[prompt], seconds = _generate(pipe, prompt, i, size, steps, device, guidance)
         dense_s.append(seconds)
     motion = [motion_check(dense[p], p) for p in prompts if p in MOTION_PROMPTS]
     rows = []
@@ -137,7 +137,7 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
             vecdit.enable(pipe, VecAttnConfig(density=density, query_tiles=ORDERS[order], collect_stats=True))
             scores, moves = [], []
             for i, prompt in enumerate(prompts):
-                frames, seconds = _generate(pipe, prompt, i, size, steps, device)
+                frames, seconds = _generate(pipe, prompt, i, size, steps, device, guidance)
                 if prompt in MOTION_PROMPTS:
                     moves.append(motion_check(frames, prompt)["ok"])
                 if strips is not None and i == 0:
@@ -155,7 +155,8 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                          "motion_ok": f"{sum(moves)}/{len(moves)}"})
     if strips is not None:
         strips["dense"] = dense[prompts[0]]
-    return {"prompts": list(prompts), "steps": steps, **size, "dense_seconds": sum(dense_s) / len(dense_s),
+    return {"prompts": list(prompts), "steps": steps, "guidance": guidance, **size,
+            "dense_seconds": sum(dense_s) / len(dense_s),
             "motion": motion, "rows": rows}
 
 
@@ -183,7 +184,7 @@ def motion_markdown(reports: list[dict]) -> str:
 def markdown(result: dict, model: str, card: str) -> str:
     lines = [f"# Tiny model: dense vs vecdit ({model}, {card})", "",
              f"{len(result['prompts'])} prompts, {result['frames']} frames at {result['size']}x{result['size']}, "
-             f"{result['steps']} steps, CFG 5; the same seed per prompt. Dense: {result['dense_seconds']:.1f} s per video.",
+             f"{result['steps']} steps, CFG {result.get('guidance', 5.0):g}; the same seed per prompt. Dense: {result['dense_seconds']:.1f} s per video.",
              "", "Dense, the motion each one-object prompt asks for, read back from the frames (x right, y down; frame sides):",
              "", "| prompt | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- |"]
     for m in result["motion"]:
@@ -200,7 +201,7 @@ def markdown(result: dict, model: str, card: str) -> str:
 def main(argv=None) -> int:
     from diffusers import WanPipeline
 
-    from .models import tiny_model_folder
+    from .models import tiny_generation, tiny_model_folder
 
     p = argparse.ArgumentParser(prog="python -m vecdit.pipelines.tiny_quality")
     p.add_argument("--model", help="a trained tiny pipeline folder (default: the packaged one)")
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results")
     p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
                    help="only the dense motion check: every motion prompt at these seeds, printed as a table")
-    p.add_argument("--guidance", type=float, default=5.0, help="CFG scale of --motion-seeds")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale (default: the model's own, its vecdit_tiny.json's generation settings)")
     args = p.parse_args(argv)
     folder = args.model or tiny_model_folder()
     if folder is None:
@@ -222,11 +224,12 @@ def main(argv=None) -> int:
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         model_config = json.load(f)["model_config"]
     size = {k: model_config[k] for k in ("size", "frames")}
+    guidance = args.guidance if args.guidance is not None else tiny_generation(folder)["guidance"]
     if args.motion_seeds:
-        print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, args.guidance, device)))
+        print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, guidance, device)))
         return 0
     strips = {}
-    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips)
+    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips, guidance=guidance)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")

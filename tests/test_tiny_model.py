@@ -128,8 +128,9 @@ TRAINED = __import__("vecdit.pipelines.models", fromlist=["x"]).tiny_model_folde
 
 @pytest.fixture(scope="module")
 def trained_circle(tmp_path_factory):
-    """The README's first command with the packaged trained model (vecdit at its default density),
-    the same generation dense, and dense from another seed: the videos' frames."""
+    """The README's first command with the packaged trained model (vecdit at the model's own density
+    and CFG scale, from its vecdit_tiny.json), the same generation dense, and dense from another
+    seed: the videos' frames."""
     from vecdit.pipelines.cli import main
     from vecdit.pipelines.generate import read_video
 
@@ -156,15 +157,17 @@ def test_trained_tiny_model_shows_the_caption_colour_and_sparse_stays_close(trai
     assert np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() < 10
     seen = {color: motion_of(frames, color)["seen"] for color in COLORS}
     assert max(seen, key=seen.get) == "red" and seen["red"] >= 0.5, seen
-    # v5 model: vecdit vs dense 19.2 dB; dense seed 1 vs seed 0 16.1 dB (v3: 22.9 dB vecdit vs dense)
+    # v7 model (CFG 7, density 0.5): vecdit vs dense 17.1 dB, dense seed 1 vs seed 0 14.8 dB
+    # (bench/results/tiny-train-v7-*.md); v5 (CFG 5, 25%): 19.2 and 16.1 dB. The floor is 16 dB since v7:
+    # its trajectories are more sensitive (another seed is 1.3 dB further off than v5's)
     sparse, between_seeds = psnr(frames, trained_circle["dense"]), psnr(trained_circle["dense-seed-1"], trained_circle["dense"])
-    assert sparse > 17 and sparse > between_seeds + 2, (sparse, between_seeds)
+    assert sparse > 16 and sparse > between_seeds + 2, (sparse, between_seeds)
 
 
 @pytest.mark.skipif(not TRAINED, reason="no trained tiny model ships")
-@pytest.mark.xfail(strict=False, reason="the shipped v5 model learned the colours and some motion, not yet this one "
-                                        "(bench/results/tiny-train-v5-nvidia-h200-2026-12-02.md); the issue's done-test")
 def test_trained_tiny_model_moves_the_red_circle_right(trained_circle):
+    """The tiny model issue's done-test: the README's command shows the red circle moving right,
+    with vecdit and dense (seed 0; the model passes 9 of 12 motion checks over 3 seeds)."""
     from vecdit.pipelines.tiny_quality import motion_check
 
     for attention in ("vec", "dense"):
