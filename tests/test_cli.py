@@ -29,8 +29,13 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
     side = json.loads((tmp_path / "circle.json").read_text())
     assert side["random_weights"] is False and set(side["seconds"]) >= {"text_encoding", "denoising", "decoding"}
     assert side["settings"]["steps"] == 20 and side["vecdit_config"]["query_tiles"] == [4, 4, 4]
-    # the default rule keeps its density on learned attention (tiles of 64 on the 9x16x16 grid)
-    assert side["vecdit_config"]["threshold"] is None and side["density"] == pytest.approx(0.25, abs=0.01)
+    # the model's own sampling settings (its vecdit_tiny.json), and the default rule keeps that density on
+    # learned attention (tiles of 64 on the 9x16x16 grid)
+    from vecdit.pipelines.models import tiny_generation, tiny_model_folder
+
+    chosen = tiny_generation(tiny_model_folder())
+    assert side["settings"]["guidance"] == chosen["guidance"] and side["vecdit_config"]["density"] == chosen["density"]
+    assert side["vecdit_config"]["threshold"] is None and side["density"] == pytest.approx(chosen["density"], abs=0.01)
 
 
 def test_tiny_random_is_the_offline_noise_model(tmp_path, monkeypatch):
