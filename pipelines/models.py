@@ -21,6 +21,7 @@ class ModelPreset:
     full_size: bool = True  # needs CUDA
     task: str = "t2v"  # "t2v" or "i2v" (needs --image)
     spatial_multiple: int = 16  # pixels per latent token side: VAE compression x patch size
+    density: float | None = None  # vecdit's top-k density where this model needs its own (None: vecdit's preset)
 
 
 PRESETS = {
@@ -79,7 +80,7 @@ def _trained_tiny_preset(folder: str) -> ModelPreset:
     with open(os.path.join(folder, "vecdit_tiny.json")) as f:
         size = json.load(f)["model_config"]
     return replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20,
-                   guidance=tiny_generation(folder)["guidance"])
+                   **tiny_generation(folder))
 
 
 def resolve_model(model: str) -> tuple[str, ModelPreset]:
