@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|tests-selection|tests-fp8-attention|fp8|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile-fp8"`) need only torch (vecdit.fp8.Float8Linear); the `fp8`
@@ -28,9 +28,6 @@ for step in $steps; do
     tests-fp8)  # Float8Linear and the fp8 pipeline path on the GPU
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_fp8.py" 2>&1 \
         | tail -5 | tee "$OUT/gpu-tests-fp8.txt") ;;
-    tests-fp8-attention)  # the fp8 Gluon kernel against its emulation and fp32, and the bf16 Gluon kernel beside it
-      (cd /tmp && timeout 300 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_attention_fp8.py" \
-        "$R/tests/test_ops.py" -k "fp8 or gluon" 2>&1 | tail -15 | tee "$OUT/gpu-tests-fp8-attention.txt") ;;
     tests-selection)  # the selection's kernels (cut, mask pass, expansion) against their references
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
         "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity or expansion" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;

@@ -139,7 +139,7 @@ class SparseAttention:
         if fallback:
             out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
         elif kernel:
-            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, fp8=cfg.fp8_attention)
+            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
         else:
             out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0))[0]
         if collect:

@@ -56,10 +56,6 @@ class VecAttnConfig:
             reports such a layer at density 1.0.
         reuse_budget_gb (`float`, defaults to 8.0): GPU memory for selections kept for reuse, per
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
-        fp8_attention (`bool`, defaults to False): run the sparse attention's QK^T and PV in fp8
-            e4m3 (q, k, v quantized per head, k without its mean; `vector_sparse_attention(fp8=True)`),
-            on Hopper's Gluon kernel; on other GPUs bf16 with a one-time warning. Faster, with the
-            error stated in bench/NOTES.md; opt-in, like `vecdit.enable(..., fp8=True)` for the Linear layers.
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
             step, layer and head (CUDA events, read only by `vecdit.stats`; no host sync per call).
             Compiled blocks record the density only (no times), in one graph for all layers.
@@ -81,7 +77,6 @@ class VecAttnConfig:
     text_handling: str = "always"
     dense_fallback_density: float = 0.5
     reuse_budget_gb: float = 8.0
-    fp8_attention: bool = False
     collect_stats: bool = False
     version: int = field(default=CONFIG_VERSION)
 
@@ -123,8 +118,6 @@ class VecAttnConfig:
             raise ValueError(f"`text_handling` must be one of {TEXT_HANDLING}, got {self.text_handling!r}")
         if not 0 < self.dense_fallback_density <= 1:
             raise ValueError(f"`dense_fallback_density` must lie in (0, 1], got {self.dense_fallback_density}")
-        if not isinstance(self.fp8_attention, bool):
-            raise ValueError(f"`fp8_attention` must be True or False, got {self.fp8_attention!r}")
         if self.reuse_budget_gb < 0:
             raise ValueError(f"`reuse_budget_gb` must be >= 0, got {self.reuse_budget_gb}")
         self.dense_layers = tuple(int(i) for i in self.dense_layers)

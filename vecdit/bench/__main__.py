@@ -104,7 +104,6 @@ def main(argv=None) -> int:
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
     pi.add_argument("--density", type=float, default=None, help="the preset's top-k density instead of its own")
     pi.add_argument("--query-tiles", default=None, help="the preset's query tiles instead of its own, e.g. 4x4x8")
-    pi.add_argument("--fp8-attention", action="store_true", help="the sparse attention in fp8 (VecAttnConfig.fp8_attention)")
     pi.add_argument("--out", default="bench/results")
     f8 = sub.add_parser("fp8", help="one block's Linear layers at full size: bf16 vs float8 (vecdit, torchao)")
     f8.add_argument("--models", nargs="+", default=["hunyuanvideo", "wan2.1-t2v-14b"],

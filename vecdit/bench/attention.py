@@ -97,13 +97,6 @@ KERNEL_VARIANTS = {
     "tiles128-seg1": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=1"}),
     "tiles128-seg4": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,segments=4"}),
     "tiles128-n64-seg2": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,BLOCK_N=64,STAGES=4,segments=2"}),
-    # fp8 attention (`vector_sparse_attention(fp8=...)`): QK^T alone, or QK^T and PV, in e4m3;
-    # the quantization of q, k, v is inside the timed call
-    "tiles-topk-fp8qk": ((4, 4, 4), "topk", {}, "qk"),
-    "tiles-topk-fp8": ((4, 4, 4), "topk", {}, "qkv"),
-    "tiles128-topk-fp8qk": ((4, 4, 8), "topk", {}, "qk"),
-    "tiles128-topk-fp8": ((4, 4, 8), "topk", {}, "qkv"),
-    "tiles128-fp8-s6": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "split,STAGES=6"}, "qkv"),
 }
 
 
@@ -125,7 +118,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
     dense_range = (video, seq) if text else None
     for density in densities:
         for label in variants:
-            tile, rule, env, fp8 = (*VARIANTS[label], {}, "") if label in VARIANTS else (*KERNEL_VARIANTS[label], "")[:4]
+            tile, rule, env = (*VARIANTS[label], {}) if label in VARIANTS else KERNEL_VARIANTS[label]
             saved_env = {key: os.environ.get(key) for key in env}
             os.environ.update(env)
             tiles = None if tile == "raster" else QueryTiles(GRIDS[shape], tile)
@@ -140,14 +133,14 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
             sel = select()
 
             def attend():
-                out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range, fp8=fp8 or False)
+                out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
                 if text:  # text queries attend everything, densely
                     dense_sdpa(q[:, video:], k, v, "cudnn")
                 return out
 
             def total():
                 s = select()
-                out = vector_sparse_attention(qv, k, v, s, dense_range=dense_range, fp8=fp8 or False)
+                out = vector_sparse_attention(qv, k, v, s, dense_range=dense_range)
                 if text:
                     dense_sdpa(q[:, video:], k, v, "cudnn")
                 return out
@@ -159,7 +152,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
             base = torch.cuda.memory_allocated()
             tot_ms = do_bench_ms(total)
             peak = torch.cuda.max_memory_allocated() - base
-            out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range, fp8=fp8 or False)
+            out = vector_sparse_attention(qv, k, v, sel, dense_range=dense_range)
             kept = int(sel.column_count.sum()) * (tiles.block_size if tiles is not None else 64)
             entries = kept + video * text  # computed (query, key) pairs of the video queries (last block ragged)
             dens = float(sel.density())
@@ -167,7 +160,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
             kern_err = sampled_block_error(qv, k, v, sel, dense_range, out=out)
             cudnn = res["dense"]["cudnn"]["ms"]
             res["vecdit"].append({
-                "variant": label, "fp8": fp8 or None, "query_tiles": "raster" if tiles is None else list(tiles.tile), "rule": rule,
+                "variant": label, "query_tiles": "raster" if tiles is None else list(tiles.tile), "rule": rule,
                 "target_density": density, "density": dens, "threshold": thr,
                 "selection_ms": sel_ms, "attention_ms": att_ms, "total_ms": tot_ms,
                 "speedup_vs_cudnn": cudnn / tot_ms, "speedup_vs_flash": res["dense"]["flash"]["ms"] / tot_ms,

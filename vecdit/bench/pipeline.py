@@ -294,8 +294,6 @@ def main_pipeline(args) -> int:
         overrides["density"] = args.density
     if getattr(args, "query_tiles", None):
         overrides["query_tiles"] = tuple(int(x) for x in args.query_tiles.split("x"))
-    if getattr(args, "fp8_attention", False):
-        overrides["fp8_attention"] = True
     results = []
     for name in args.models:
         results.append(run_pipeline(name, args.variants, args.steps, args.repeats, args.device, overrides=overrides))

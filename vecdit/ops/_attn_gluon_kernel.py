@@ -39,7 +39,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from .segments import auto_segments, merge_segments, segment_bounds
 
 LOG2E = 1.4426950408889634
-P_FP8_SCALE = gl.constexpr(448.0)  # e4m3's largest value
 
 
 @gluon.jit
@@ -61,27 +60,14 @@ def _tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N: gl.constexp
 @gluon.jit
 def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, sel_start, count, dense_start,
               dense_end, n_dense_tiles, n_tiles, stride_ks, stride_kd, stride_vs, stride_vd,
-              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr,
-              FP8_QK: gl.constexpr, FP8_PV: gl.constexpr):
-    # 16 bytes per thread along the head dim: one cp.async each (8 bf16 or 16 fp8)
-    if FP8_QK:
-        k_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [PRODUCER_WARPS, 1], [1, 0])
-    else:
-        k_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
-    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, k_layout))
-    d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, k_layout)), 0)
+              HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr):
+    # 8 bf16 = 16 bytes per thread along the head dim: one cp.async each
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
+    offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
+    d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout)), 0)
     dense_len = dense_end - dense_start
     # each tile's indices are loaded one tile early (two or three early measured no faster, session 3)
     cols = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
-    if FP8_PV:
-        # fp8 V goes to shared memory transposed (keys contiguous: the K-major B operand fp8 wgmma
-        # needs), through registers: 8 keys x 8 channels per thread, 8-byte loads and stores, one
-        # tile ahead
-        v_layout: gl.constexpr = gl.BlockedLayout([8, 8], [2, 16], [PRODUCER_WARPS, 1], [1, 0])
-        offs_vn = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, v_layout))
-        dv = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, v_layout)), 0)
-        v_vals = _load_v_tile(V, COLUMN_INDEX, v_base, 0, n_dense_tiles, dense_start, dense_len, sel_start, count,
-                              offs_vn, dv, stride_vs, stride_vd, BLOCK_N)
     for t in range(n_tiles):
         s = t % STAGES
         next_cols = _tile_cols(COLUMN_INDEX, t + 1, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
@@ -91,28 +77,9 @@ def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, s
         m = gl.expand_dims(_tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N), 1)
         # rows past a list's end are zero-filled (cp.async with a zero source size)
         async_copy.async_copy_global_to_shared(k_smem.index(s), K + k_base + rows * stride_ks + d * stride_kd, mask=m)
-        if not FP8_PV:
-            async_copy.async_copy_global_to_shared(v_smem.index(s), V + v_base + rows * stride_vs + d * stride_vd, mask=m)
+        async_copy.async_copy_global_to_shared(v_smem.index(s), V + v_base + rows * stride_vs + d * stride_vd, mask=m)
         async_copy.mbarrier_arrive(full.index(s), increment_count=False)
-        if FP8_PV:
-            next_v = _load_v_tile(V, COLUMN_INDEX, v_base, t + 1, n_dense_tiles, dense_start, dense_len, sel_start,
-                                  count, offs_vn, dv, stride_vs, stride_vd, BLOCK_N)
-            v_smem.index(s).store(gl.permute(v_vals, (1, 0)))
-            # plain stores, read by wgmma through the async proxy; all producer threads, then one arrival
-            fence_async_shared()
-            gl.thread_barrier()
-            mbarrier.arrive(full.index(s))
-            v_vals = next_v
         cols = next_cols
-
-
-@gluon.jit
-def _load_v_tile(V, COLUMN_INDEX, v_base, t, n_dense_tiles, dense_start, dense_len, sel_start, count, offs_n, d,
-                 stride_vs, stride_vd, BLOCK_N: gl.constexpr):
-    """V rows of tile t in registers ([BLOCK_N, HEAD_DIM]; zeros past the list's end or after the last tile)."""
-    cols = _tile_cols(COLUMN_INDEX, t, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
-    m = gl.expand_dims(_tile_valid(t, n_dense_tiles, dense_len, count, offs_n, BLOCK_N), 1)
-    return gl.load(V + v_base + gl.expand_dims(cols.to(gl.int64), 1) * stride_vs + d * stride_vd, mask=m, other=0.0)
 
 
 @gluon.jit
@@ -127,9 +94,8 @@ def _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N: gl.constexpr):
 
 @gluon.jit
 def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
-                  o_layout: gl.constexpr, p_layout: gl.constexpr, FP8_PV: gl.constexpr):
-    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc).
-    With FP8_PV, P (in [0, 1]) goes to e4m3 times P_FP8_SCALE, whose range it then fills."""
+                  o_layout: gl.constexpr, p_layout: gl.constexpr):
+    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc)."""
     scores = qk * qk_scale_log2
     if n_valid < BLOCK_N:
         offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
@@ -140,11 +106,7 @@ def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constex
     p = gl.exp2(scores - gl.expand_dims(m_new, 1))
     l_i = l_i * alpha + gl.sum(p, 1)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-    if FP8_PV:
-        p_op = (p * P_FP8_SCALE).to(gl.float8e4nv)
-    else:
-        p_op = p.to(gl.bfloat16)
-    return gl.convert_layout(p_op, p_layout), m_new, l_i, acc
+    return gl.convert_layout(p.to(gl.bfloat16), p_layout), m_new, l_i, acc
 
 
 @gluon.jit
@@ -160,15 +122,12 @@ def _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M: gl.constexpr, layout: gl.constexp
 
 
 @gluon.jit
-def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, out_scale,
+def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start,
                BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
-               INDEXED: gl.constexpr, FP8_PV: gl.constexpr):
+               INDEXED: gl.constexpr):
     has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
     l_safe = gl.where(has_mass, l_i, 1.0)
-    divisor = l_safe
-    if FP8_PV:  # P was scaled by P_FP8_SCALE, V by its per-head scale
-        divisor = l_safe * (P_FP8_SCALE / out_scale)
-    out = acc / gl.expand_dims(gl.convert_layout(divisor, gl.SliceLayout(1, o_layout)), 1)
+    out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
     offs_m, ok_m = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, o_layout), INDEXED)
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
     ptrs = O + o_base + gl.expand_dims(offs_m, 1) * stride_os + gl.expand_dims(offs_d, 0) * stride_od
@@ -180,16 +139,13 @@ def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, 
 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq,
-              q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2, out_scale,
+              q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
               HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-              INDEXED: gl.constexpr, WARPS: gl.constexpr, FP8_QK: gl.constexpr, FP8_PV: gl.constexpr):
-    # BLOCK_M query rows on WARPS warps: 64 rows per warpgroup (wgmma's M); an instruction's K is
-    # 32 bytes (16 bf16, 32 fp8)
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, BLOCK_N, 32 if FP8_QK else 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32 if FP8_PV else 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4 if FP8_PV else 2)
+              INDEXED: gl.constexpr, WARPS: gl.constexpr):
+    # BLOCK_M query rows on WARPS warps: 64 rows per warpgroup (wgmma's M)
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
     zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
@@ -202,18 +158,15 @@ def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, 
         qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
         p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout, FP8_PV)
-        if FP8_PV:  # V^T [HEAD_DIM, BLOCK_N] in shared memory, read as the [BLOCK_N, HEAD_DIM] operand
-            acc = warpgroup_mma(p, v_smem.index(s).permute((1, 0)), acc, is_async=True)
-        else:
-            acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
+                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+        acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         # every warp of this consumer has waited for its wgmma; then one thread releases the stage
         # (the producer waits for one arrival per consumer partition)
         gl.thread_barrier()
         mbarrier.arrive(empty.index(s))
-    _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, out_scale,
-               BLOCK_M, HEAD_DIM, s_layout, o_layout, INDEXED, FP8_PV)
+    _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M,
+               HEAD_DIM, s_layout, o_layout, INDEXED)
 
 
 @gluon.jit
@@ -223,12 +176,11 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
                              stride_vb, stride_vs, stride_vh, stride_vd,
                              stride_ob, stride_os, stride_oh, stride_od,
                              H, Sq, num_query_blocks, dense_start, dense_end,
-                             SEGMENT_OFFSET, num_segments, stride_oz, stride_lz, FP8_SCALES,
+                             SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                              SEGMENTED: gl.constexpr, INDEXED: gl.constexpr, PROGRAMS_PER_ROW: gl.constexpr,
-                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, WARPS: gl.constexpr,
-                             FP8_QK: gl.constexpr = False, FP8_PV: gl.constexpr = False):
+                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, WARPS: gl.constexpr):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     seg = gl.program_id(2).to(gl.int64)
@@ -250,39 +202,20 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     n_dense_tiles = (dense_len + BLOCK_N - 1) // BLOCK_N
     n_tiles = n_dense_tiles + (count + BLOCK_N - 1) // BLOCK_N
 
-    # fp8: Q, K, V arrive quantized with one scale per (batch, head) (FP8_SCALES [B * H, 2]: q x k
-    # scale, v scale); QK^T and PV run as fp8 wgmma, and K / V gathers move half the bytes
-    qk_dtype: gl.constexpr = gl.float8e4nv if FP8_QK else gl.bfloat16
-    pv_dtype: gl.constexpr = gl.float8e4nv if FP8_PV else gl.bfloat16
-    if FP8_QK:
-        qk_scale_log2 = qk_scale_log2 * gl.load(FP8_SCALES + bh * 2)
-    if FP8_PV:
-        out_scale = gl.load(FP8_SCALES + bh * 2 + 1)
-    else:
-        out_scale = qk_scale_log2  # unused: a runtime scalar in its place
-    k_tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], qk_dtype)
-    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], qk_dtype)
-    if FP8_QK:
-        load_layout: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [WARPS, 1], [1, 0])
-    else:
-        load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [WARPS, 1], [1, 0])
+    tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], gl.bfloat16)
+    load_layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [WARPS, 1], [1, 0])
     offs_m, ok_m = _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M, gl.SliceLayout(1, load_layout), INDEXED)
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, load_layout))
     q = gl.load(Q + b * stride_qb + h * stride_qh + gl.expand_dims(offs_m, 1) * stride_qs
                 + gl.expand_dims(offs_d, 0) * stride_qd, mask=gl.expand_dims(ok_m, 1), other=0.0)
-    q_smem = gl.allocate_shared_memory(qk_dtype, [BLOCK_M, HEAD_DIM], q_layout, q)
-    k_smem = gl.allocate_shared_memory(qk_dtype, [STAGES, BLOCK_N, HEAD_DIM], k_tile_layout)
-    if FP8_PV:  # transposed: keys contiguous
-        v_tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HEAD_DIM, BLOCK_N], pv_dtype)
-        v_smem = gl.allocate_shared_memory(pv_dtype, [STAGES, HEAD_DIM, BLOCK_N], v_tile_layout)
-    else:
-        v_tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], pv_dtype)
-        v_smem = gl.allocate_shared_memory(pv_dtype, [STAGES, BLOCK_N, HEAD_DIM], v_tile_layout)
+    q_smem = gl.allocate_shared_memory(gl.bfloat16, [BLOCK_M, HEAD_DIM], q_layout, q)
+    k_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
+    v_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], tile_layout)
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
-        # one noinc arrival per producer thread (cp.async), and one more for fp8 V's plain stores
-        mbarrier.init(full.index(i), count=PRODUCER_WARPS * 32 + (1 if FP8_PV else 0))
+        mbarrier.init(full.index(i), count=PRODUCER_WARPS * 32)  # one noinc arrival per producer thread
         mbarrier.init(empty.index(i), count=CONSUMERS)
     fence_async_shared()  # Q written by plain stores, read by wgmma
     gl.thread_barrier()  # barriers initialised before any partition waits on them
@@ -296,24 +229,24 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
         gl.warp_specialize([
             (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os,
                          stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                         out_scale, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, FP8_QK, FP8_PV)),
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
             (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                          b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
                          n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
-                         PRODUCER_WARPS, FP8_QK, FP8_PV)),
+                         PRODUCER_WARPS)),
         ], [PRODUCER_WARPS], [PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (q_smem.slice(0, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base,
                          stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                         out_scale, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, FP8_QK, FP8_PV)),
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
             (_consumer, (q_smem.slice(ROWS, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base,
                          lse_base, stride_os, stride_od, Sq, q_start + ROWS, count, dense_len, n_dense_tiles, n_tiles,
-                         qk_scale_log2, out_scale, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, FP8_QK, FP8_PV)),
+                         qk_scale_log2, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
             (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                          b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
                          n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
-                         PRODUCER_WARPS, FP8_QK, FP8_PV)),
+                         PRODUCER_WARPS)),
         ], [WARPS, PRODUCER_WARPS], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -336,15 +269,10 @@ TILE128_CONFIGS = {
     "split": dict(BLOCK_M=128, BLOCK_N=128, STAGES=3, maxnreg=168, CONSUMERS=2, CONSUMER_REGS=208, WARPS=4),
 }
 TILE128_LAYOUTS = ("programs", *TILE128_CONFIGS)
-# fp8 V passes through the producer's registers (8 keys x 8 channels a thread, one tile ahead):
-# the producer keeps more registers (64-row programs: all of maxnreg; split: 128, the consumers 192,
-# on 64-key tiles: on 128-key tiles ptxas spills 0.6-1 KB a thread whatever the split)
-FP8_PV_CONFIGS = {"programs": dict(PRODUCER_REGS=128),
-                  "split": dict(BLOCK_N=64, STAGES=4, PRODUCER_REGS=128, CONSUMER_REGS=192)}
 TUNABLE = ("STAGES", "BLOCK_N", "PRODUCER_REGS", "CONSUMER_REGS", "maxnreg", "segments")
 
 
-def tile128_config(block_size: int, fp8_pv: bool = False) -> dict:
+def tile128_config(block_size: int) -> dict:
     """`VECDIT_GLUON_TILE128` (an experiment's switch): how 128-query tiles run, `split` (the
     default), `programs` (two 64-row programs on one list, as 64-query tiles run) or `wide`, then
     optional `,KEY=VALUE` overrides of TUNABLE (`split,BLOCK_N=64,STAGES=4,segments=2`)."""
@@ -355,30 +283,20 @@ def tile128_config(block_size: int, fp8_pv: bool = False) -> dict:
         raise ValueError(f"`VECDIT_GLUON_TILE128` must be one of {TILE128_LAYOUTS}, optionally followed by "
                          f"',KEY=VALUE' with KEY in {TUNABLE} and an integer VALUE, got {choice!r}")
     if block_size != 128 or name == "programs":
-        return dict(FP8_PV_CONFIGS["programs"]) if fp8_pv else {}
-    fp8 = FP8_PV_CONFIGS.get(name, {}) if fp8_pv else {}
-    return {**TILE128_CONFIGS[name], **fp8, **{key: int(value) for key, _, value in pairs}}
+        return {}
+    return {**TILE128_CONFIGS[name], **{key: int(value) for key, _, value in pairs}}
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
-                           scale=None, maxnreg=None, segments=None, query_index=None, block_size=64,
-                           fp8_scales=None, out_dtype=None, **config):
+                           scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, **config):
     """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
     [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts; `query_index` and
     `block_size` as the selection's query tiles give them (None and 64: raster).
 
     segments: cut each row's list into this many key ranges, run them one after the other and
     merge by lse (vecdit/ops/segments.py); default `auto_segments` (4, or 2 for 128-row
-    programs, where one head's K/V exceed L2, else 1). Costs `segments` partial outputs in q's dtype.
-
-    fp8: q and k, or q, k and v, in torch.float8_e4m3fn as `quantize_attention_fp8` makes them, with
-    `fp8_scales` fp32 [B * H, 2] (q scale x k scale, v scale); the output is `out_dtype` (bf16)."""
-    fp8_qk, fp8_pv = q.dtype == torch.float8_e4m3fn, v.dtype == torch.float8_e4m3fn
-    if (fp8_qk or fp8_pv) != (fp8_scales is not None) or k.dtype != q.dtype:
-        raise ValueError("fp8 attention takes q and k (and optionally v) in float8_e4m3fn with `fp8_scales`; "
-                         f"got q {q.dtype}, k {k.dtype}, v {v.dtype}, fp8_scales {'given' if fp8_scales is not None else None}")
-    out_dtype = out_dtype or (torch.bfloat16 if fp8_qk or fp8_pv else q.dtype)
-    cfg = {**CONFIG, **tile128_config(block_size, fp8_pv), **config}
+    programs, where one head's K/V exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
+    cfg = {**CONFIG, **tile128_config(block_size), **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
     segments = cfg.pop("segments", segments)
@@ -386,11 +304,11 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
     programs = triton.cdiv(seq_q, cfg["BLOCK_M"])
     nseg = auto_segments(k, cfg["BLOCK_M"]) if segments is None else segments
     if nseg == 1:
-        out = torch.empty(batch, seq_q, heads, dim, dtype=out_dtype, device=q.device)
+        out = torch.empty_like(q)
         lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
         seg_args = (column_offset, 1, 0, 0)
     else:
-        out = torch.empty(nseg, batch, seq_q, heads, dim, dtype=out_dtype, device=q.device)
+        out = torch.empty(nseg, batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
         lse = torch.empty(nseg, batch, heads, seq_q, dtype=torch.float32, device=q.device)
         bounds = segment_bounds(column_index, column_offset, column_count, k.shape[1], nseg)
         seg_args = (bounds, nseg, out.stride(0), lse.stride(0))
@@ -400,7 +318,6 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
         q, k, v, out, lse, column_index, column_offset, column_count,
         query_index if query_index is not None else column_offset, scale * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, triton.cdiv(seq_q, block_size),
-        dense_start, dense_end, *seg_args, fp8_scales if fp8_scales is not None else lse, HEAD_DIM=dim,
-        num_warps=cfg["WARPS"], SEGMENTED=nseg > 1, INDEXED=query_index is not None,
-        PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], FP8_QK=fp8_qk, FP8_PV=fp8_pv, **cfg)
-    return (out, lse) if nseg == 1 else merge_segments(out, lse, out_dtype)
+        dense_start, dense_end, *seg_args, HEAD_DIM=dim, num_warps=cfg["WARPS"], SEGMENTED=nseg > 1,
+        INDEXED=query_index is not None, PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], **cfg)
+    return (out, lse) if nseg == 1 else merge_segments(out, lse, q.dtype)

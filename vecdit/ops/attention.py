@@ -7,9 +7,7 @@ import os
 
 import torch
 
-from ..utils import warn_once
 from ._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
-from .attention_fp8 import FP8_PARTS, dequantize_attention_fp8, quantize_attention_fp8
 from .reference import vec_sparse_attention_reference
 from .sparse_format import VectorSelection
 from .tiles import QueryTiles, block_of_token
@@ -30,7 +28,6 @@ def vector_sparse_attention(
     dense_range: tuple[int, int] | None = None,
     scale: float | None = None,
     return_lse: bool = False,
-    fp8: bool | str = False,
 ):
     """Non-causal attention of each query block over its selected keys (and a dense range).
 
@@ -45,10 +42,6 @@ def vector_sparse_attention(
         scale (`float`, *optional*): softmax scale, defaults to 1/sqrt(D).
         return_lse (`bool`, defaults to False): also return the log-sum-exp `[B, H, Sq]` (fp32,
             natural log), to merge with other attention parts or for ring attention.
-        fp8 (`bool` or `str`, defaults to False): QK^T and PV in fp8 e4m3 (`True` or "qkv"; "qk":
-            only QK^T), q, k, v quantized with one scale per head (`attention_fp8.py`). Runs on the
-            Hopper kernel (bf16 inputs); on the CPU the reference computes with the same quantized
-            values; elsewhere it runs in bf16 with a one-time warning.
 
     Returns:
         `[B, Sq, H, D]` in q's dtype (and lse). A query block that attends no key at all gets zeros
@@ -70,23 +63,9 @@ def vector_sparse_attention(
         column_index, column_offset = selection.column_index, selection.column_offset
         column_count = selection.column_count.reshape(-1)
     scale = dim ** -0.5 if scale is None else float(scale)
-    fp8_parts = _fp8_parts(fp8, q)
     out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, column_count, start, end, scale,
-                                                tiles.query_index(q.device), tiles.block_size, fp8_parts)
+                                                tiles.query_index(q.device), tiles.block_size)
     return (out, lse) if return_lse else out
-
-
-def _fp8_parts(fp8, q) -> str:
-    """"" (bf16), "qk" or "qkv": what the kernel runs in fp8 here."""
-    allowed = (False, True, *FP8_PARTS)
-    if not any(fp8 is a or (isinstance(a, str) and fp8 == a) for a in allowed):
-        raise ValueError(f"`fp8` must be one of {allowed}, got {fp8!r}")
-    parts = "qkv" if fp8 is True else (fp8 or "")
-    if parts and q.is_cuda and not _gluon_kernel_requested(q):
-        warn_once(f"fp8 attention runs on Hopper's Gluon kernel with bf16 inputs and head_dim 128; here "
-                  f"({torch.cuda.get_device_name(q.device)}, {q.dtype}, head_dim {q.shape[-1]}) it runs in {q.dtype}")
-        return ""
-    return parts
 
 
 def _check_selection(selection: VectorSelection, q: torch.Tensor, num_keys: int, tiles: QueryTiles) -> None:
@@ -138,19 +117,10 @@ def _gluon_available() -> bool:
 
 
 def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                 query_index=None, block_size=QUERY_BLOCK, config=None, fp8_parts=""):
-    gluon = config is None and _gluon_kernel_requested(q)
-    if fp8_parts and not gluon:
-        raise ValueError("fp8 attention needs the Gluon kernel (Hopper, bf16, head_dim 128, `VECDIT_ATTN_KERNEL` auto)")
-    if gluon:
+                 query_index=None, block_size=QUERY_BLOCK, config=None):
+    if config is None and _gluon_kernel_requested(q):
         from ._attn_gluon_kernel import gluon_sparse_attention
 
-        if fp8_parts:
-            q8, k8, v8, scales, k_mean = quantize_attention_fp8(q, k, v, fp8_parts)
-            out, lse = gluon_sparse_attention(q8, k8, v8, column_index, column_offset, column_count, dense_start,
-                                              dense_end, scale, query_index=query_index, block_size=block_size,
-                                              fp8_scales=scales, out_dtype=q.dtype)
-            return out, _lse_with_key_mean(lse, q, k_mean, scale)
         return gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
                                       query_index=query_index, block_size=block_size)
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
@@ -179,32 +149,19 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
 def _vec_sparse_attn_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, column_index: torch.Tensor, column_offset: torch.Tensor,
     column_count: torch.Tensor, dense_start: int, dense_end: int, scale: float, query_index: torch.Tensor | None,
-    block_size: int, fp8_parts: str = "",
+    block_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if q.is_cuda or (use_triton(q) and not fp8_parts):
+    if use_triton(q):
         return _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                            query_index, block_size, fp8_parts=fp8_parts)
+                            query_index, block_size)
     batch, seq_q, heads, _ = q.shape
     nqb = column_count.numel() // (batch * heads)
     sel = VectorSelection(column_index, column_offset, column_count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1])
     token_block = block_of_token(query_index, block_size, seq_q, q.device)
-    if not fp8_parts:
-        return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale, token_block)
-    # the CPU: the reference on the values the fp8 kernel computes with
-    q8, k8, v8, scales, k_mean = quantize_attention_fp8(q, k, v, fp8_parts)
-    out, lse = vec_sparse_attention_reference(*dequantize_attention_fp8(q8, k8, v8, scales, k_mean), sel,
-                                              (dense_start, dense_end), scale, token_block)
-    return out.to(q.dtype), _lse_with_key_mean(lse, q, k_mean, scale)
-
-
-def _lse_with_key_mean(lse, q, k_mean, scale):
-    """The fp8 kernel's scores lack q . mean(k) (K is smoothed): add it back to lse `[B, H, Sq]`."""
-    shift = torch.einsum("bshd,bhd->bhs", q.float(), k_mean[:, 0].float())
-    return lse + scale * shift
+    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale, token_block)
 
 
 @_vec_sparse_attn_op.register_fake
-def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, query_index, block_size,
-      fp8_parts=""):
+def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, query_index, block_size):
     batch, seq_q, heads, dim = q.shape
     return q.new_empty((batch, seq_q, heads, dim)), q.new_empty((batch, heads, seq_q), dtype=torch.float32)
