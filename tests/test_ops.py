@@ -225,25 +225,6 @@ def test_selection_bitmask_expands_to_the_same_lists(mode, device):
     assert_same_selection(again, ref, scores, rule_cutoffs(scores, threshold, mode))
 
 
-@pytest.mark.parametrize("budget", [None, 300])
-def test_mask_pass_two_words_per_step_writes_the_same_bits(budget, device):
-    # the exact rule scoring 128 keys per step (WORDS=2) against 64 (WORDS=1): same words, counts and
-    # running sums, with an odd word count (the last step's second word lies past the row)
-    from vecdit.ops.selection import _select_bitmask_triton
-
-    q, k, _ = make_qkv((1, 130, 1137, 2, 64), torch.bfloat16, device, spread=3.0)
-    gap = torch.full((2,), 1.5, device=device)  # a min-p cut (the stats pass runs first) ...
-    args = (q, k, gap, True, False, budget or 0, 0, 64 ** -0.5, None, 64)  # ... inside a budget or not
-    for running_sum in (False, True):
-        one = _select_bitmask_triton(*args, config=dict(WORDS=1), running_sum=running_sum)
-        two = _select_bitmask_triton(*args, config=dict(WORDS=2), running_sum=running_sum)
-        assert one[0].shape == (2 * 3, 18)
-        for a, b in zip(one, two):
-            assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="running"):
-        _select_bitmask_triton(q, k, gap, True, True, 0, 0, 64 ** -0.5, None, 64, config=dict(WORDS=2))
-
-
 @pytest.mark.parametrize("capacity", [None, 40])
 def test_expansion_kernel_writes_each_rows_keys_in_order(capacity, device):
     # words of every kind (empty, full, bit 63 alone, random at several densities) and a word count

@@ -52,11 +52,6 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
     scores = None
     t["pool + cut + mask pass"] = do_bench_ms(
         lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs, running_sum=True))
-    for name, cfg in (("2 words per step", dict(WORDS=2)), ("2 words per step, 8 warps", dict(WORDS=2, num_warps=8))):
-        # 128 keys per step of the mask pass (exact rule): a wider dot for the same words (session 11, untimed)
-        t[f"pool + cut + mask pass, {name}"] = do_bench_ms(
-            lambda cfg=cfg: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs,
-                                                   config=cfg, running_sum=True))
     mask, word_end, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs,
                                                    running_sum=True)
     from vecdit.ops.reference import row_capacity

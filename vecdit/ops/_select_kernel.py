@@ -15,8 +15,9 @@ The same kernel runs two passes (PASS):
            bitmask, one 64-bit word per (row, key tile of 64), with per word either its kept count
            (uint8, the compact form kept for reuse) or the running sum of the counts (RUNNING_SUM:
            int32, where each word's keys end in the row's list, what the expansion reads), and the
-           count per row. WORDS > 1 (exact rule only: `running` defines its max per 64-key
-           tile) scores WORDS x 64 keys per step, a wider dot for the same words. Index lists are expanded by `_expand_kernel.py`:
+           count per row. (Scoring 128 keys per step, a wider dot for the same words, was timed
+           no faster: 8.61 vs 8.64 ms at HunyuanVideo-720p, 4x4x4, 25%; bench/NOTES.md session 13.)
+           Index lists are expanded by `_expand_kernel.py`:
            writing indices here, from the score tile's layout, scattered 4-byte stores over many
            rows and cost 4x the pass.
 """
@@ -37,7 +38,6 @@ def vec_select_kernel(
     H, Sk, num_query_blocks, num_words,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
-    WORDS: tl.constexpr,
     PASS: tl.constexpr,
     RUNNING: tl.constexpr,
     RUNNING_SUM: tl.constexpr,
@@ -52,7 +52,7 @@ def vec_select_kernel(
     row_ok = local < num_query_blocks
     rows = bh.to(tl.int64) * num_query_blocks + local
     offs_d = tl.arange(0, HEAD_DIM)
-    BLOCK_N: tl.constexpr = WORDS * 64  # keys per step: WORDS bitmask words
+    BLOCK_N: tl.constexpr = 64  # keys per step: one bitmask word
     offs_n = tl.arange(0, BLOCK_N)
 
     q_ptrs = rows[:, None] * HEAD_DIM + offs_d[None, :]
@@ -85,23 +85,16 @@ def vec_select_kernel(
                 row_max = tl.maximum(row_max, tl.max(tl.where(col_ok[None, :], s, float("-inf")), 1))
                 cut = tl.minimum(tl.maximum(row_max - gap, lower), upper)
             keep = (s >= cut[:, None]) & col_ok[None, :]
-            for w in tl.static_range(WORDS):  # each word's columns are fixed per register: the masks fold
-                word_index = start // 64 + w
-                if WORDS == 1:  # one word per step: the step lies inside the row (the path measured until session 11)
-                    in_word = keep
-                    ok = row_ok
-                else:
-                    in_word = keep & ((offs_n // 64) == w)[None, :]
-                    ok = row_ok & ((local * 0 + word_index) < num_words)  # as a vector: `start` is a Python int when interpreted
-                # distinct powers of two: the sum is the bitwise or
-                word = tl.sum(tl.where(in_word, 1 << bit[None, :], 0), 1)
-                tl.store(MASK + rows * num_words + word_index, word, mask=ok)
-                kept = tl.sum(in_word.to(tl.int32), 1)
-                count += kept
-                if RUNNING_SUM:
-                    tl.store(WORD_OUT + rows * num_words + word_index, count, mask=ok)
-                else:
-                    tl.store(WORD_OUT + rows * num_words + word_index, kept.to(tl.uint8), mask=ok)
+            word_index = start // 64
+            # distinct powers of two: the sum is the bitwise or
+            word = tl.sum(tl.where(keep, 1 << bit[None, :], 0), 1)
+            tl.store(MASK + rows * num_words + word_index, word, mask=row_ok)
+            kept = tl.sum(keep.to(tl.int32), 1)
+            count += kept
+            if RUNNING_SUM:
+                tl.store(WORD_OUT + rows * num_words + word_index, count, mask=row_ok)
+            else:
+                tl.store(WORD_OUT + rows * num_words + word_index, kept.to(tl.uint8), mask=row_ok)
 
     if PASS == PASS_STATS:
         tl.store(ROW_MAX + rows, row_max, mask=row_ok)

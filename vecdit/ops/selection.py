@@ -16,9 +16,8 @@ from .tiles import QueryTiles
 SELECTION_MODES = ("exact", "running")
 # key tile of the `running` max: each tile is tested against the max of all tiles up to it
 RUNNING_TILE = WORD_KEYS
-# launch settings of the selection kernel; keys per step = WORDS x RUNNING_TILE (`running` takes 1 word:
-# the tile defines its max); WORDS 2 is untimed (bench/NOTES.md, session 11)
-SELECT_CONFIG = dict(BLOCK_M=64, WORDS=1, num_warps=4, num_stages=3)
+# launch settings of the selection kernel (one RUNNING_TILE of keys, one bitmask word, per step)
+SELECT_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=3)
 # sampled scores held at once while finding the budget cuts (bounds the transient memory)
 _BUDGET_CHUNK_BYTES = 256 << 20
 
@@ -212,8 +211,6 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     mask = torch.empty(rows, num_words, dtype=torch.int64, device=q.device)
     per_word = torch.empty(rows, num_words, dtype=torch.int32 if running_sum else torch.uint8, device=q.device)
     cfg = dict(HEAD_DIM=dim, UPCAST=interpret_mode(), **{**SELECT_CONFIG, **(config or {})})
-    if running and cfg["WORDS"] != 1:
-        raise ValueError(f"mode='running' scores one {RUNNING_TILE}-key tile per step (WORDS=1), got WORDS={cfg['WORDS']}")
     grid = (triton.cdiv(nqb, cfg["BLOCK_M"]), batch * heads)
 
     def launch(pass_):
