@@ -6,8 +6,7 @@ import inspect
 import json
 import os
 import time
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -49,7 +48,7 @@ def attention_config(name: str, s: GenerateSettings, preset_density: float | Non
     tiny model: at 2,304 tokens a 25% budget keeps two thirds of its attention), then the flags."""
     base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
     if preset_density is not None:
-        base = dataclasses.replace(base, density=preset_density)
+        base = replace(base, density=preset_density)
     overrides = dict(collect_stats=True)
     if s.max_density is not None and s.threshold is None:
         raise GenerateError("--max-density caps the min-p rule: give it with --threshold (the top-k rule takes --density)")
@@ -66,7 +65,7 @@ def attention_config(name: str, s: GenerateSettings, preset_density: float | Non
     if s.reuse_interval is not None:
         overrides["reuse_interval"] = s.reuse_interval
     try:
-        return dataclasses.replace(base, **overrides)
+        return replace(base, **overrides)
     except ValueError as e:  # the config's message names the field; say which flag sets it
         raise GenerateError(f"invalid vecdit settings: {e}") from None
 

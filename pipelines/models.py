@@ -62,35 +62,42 @@ def tiny_model_folder() -> str | None:
     return folder if os.path.isfile(os.path.join(folder, "model_index.json")) else None
 
 
+def _tiny_export(folder: str) -> dict:
+    import json
+
+    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
+        return json.load(f)
+
+
+def _generation(export: dict) -> dict:
+    chosen = export.get("generation", {})
+    return {"guidance": chosen.get("guidance", PRESETS["tiny"].guidance), "density": chosen.get("density")}
+
+
 def tiny_generation(folder: str) -> dict:
     """How a `tiny_train` export is meant to be sampled (its vecdit_tiny.json's "generation": CFG
     scale and vecdit's density), chosen per model from dense and sparse checks, not trained; the
     tiny preset's CFG and the wan presets' density where the file names none."""
-    import json
-
-    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
-        chosen = json.load(f).get("generation", {})
-    return {"guidance": chosen.get("guidance", PRESETS["tiny"].guidance), "density": chosen.get("density")}
+    return _generation(_tiny_export(folder))
 
 
-def _trained_tiny_preset(folder: str) -> ModelPreset:
-    """The tiny preset at the clip size a `tiny_train` export was trained on (its vecdit_tiny.json)."""
-    import json
-
-    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
-        size = json.load(f)["model_config"]
+def trained_tiny_preset(folder: str) -> ModelPreset:
+    """The tiny preset at the clip size a `tiny_train` export was trained on and with its own
+    sampling settings (its vecdit_tiny.json, read once)."""
+    export = _tiny_export(folder)
+    size = export["model_config"]
     return replace(PRESETS["tiny"], height=size["size"], width=size["size"], frames=size["frames"], steps=20,
-                   **tiny_generation(folder))
+                   **_generation(export))
 
 
 def resolve_model(model: str) -> tuple[str, ModelPreset]:
     """(name, preset) for a preset name, a hub id (`org/name`) or a local folder."""
     if model == "tiny" and tiny_model_folder() is not None:
-        return model, _trained_tiny_preset(tiny_model_folder())
+        return model, trained_tiny_preset(tiny_model_folder())
     if model in PRESETS:
         return model, PRESETS[model]
     if os.path.isfile(os.path.join(model, "vecdit_tiny.json")):  # another tiny_train export: its sizes, not Wan's
-        return model, replace(_trained_tiny_preset(model), hub_id=model, flow_shift=None)  # its own scheduler
+        return model, replace(trained_tiny_preset(model), hub_id=model, flow_shift=None)  # its own scheduler
     if os.path.isdir(model) or (model.count("/") == 1 and not model.startswith((".", "/"))):
         lower = model.lower()
         family = "wan" if "hunyuan" not in lower else "hunyuan15" if "1.5" in lower else "hunyuan"

@@ -209,7 +209,7 @@ def markdown(result: dict, model: str, card: str) -> str:
 def main(argv=None) -> int:
     from diffusers import WanPipeline
 
-    from .models import tiny_generation, tiny_model_folder
+    from .models import tiny_model_folder, trained_tiny_preset
 
     p = argparse.ArgumentParser(prog="python -m vecdit.pipelines.tiny_quality")
     p.add_argument("--model", help="a trained tiny pipeline folder (default: the packaged one)")
@@ -229,10 +229,9 @@ def main(argv=None) -> int:
     # bf16 on the GPU, where vecdit's kernels take it (in fp32 they fall back to the PyTorch reference)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     pipe = WanPipeline.from_pretrained(folder, dtype=dtype).to(device)
-    with open(os.path.join(folder, "vecdit_tiny.json")) as f:
-        model_config = json.load(f)["model_config"]
-    size = {k: model_config[k] for k in ("size", "frames")}
-    guidance = args.guidance if args.guidance is not None else tiny_generation(folder)["guidance"]
+    preset = trained_tiny_preset(folder)  # its clip size and its own CFG
+    size = {"size": preset.height, "frames": preset.frames}
+    guidance = args.guidance if args.guidance is not None else preset.guidance
     if args.motion_seeds:
         print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, guidance, device)))
         return 0

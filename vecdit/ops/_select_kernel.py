@@ -52,7 +52,7 @@ def vec_select_kernel(
     row_ok = local < num_query_blocks
     rows = bh.to(tl.int64) * num_query_blocks + local
     offs_d = tl.arange(0, HEAD_DIM)
-    BLOCK_N: tl.constexpr = 64  # keys per step: one bitmask word
+    BLOCK_N: tl.constexpr = 64  # keys per step: one bitmask word (WORD_KEYS)
     offs_n = tl.arange(0, BLOCK_N)
 
     q_ptrs = rows[:, None] * HEAD_DIM + offs_d[None, :]
@@ -68,7 +68,7 @@ def vec_select_kernel(
         if not RUNNING:
             m = tl.load(ROW_MAX + rows, mask=row_ok, other=0.0)
             cut = tl.minimum(tl.maximum(m - gap, lower), upper)
-        bit = (offs_n % 64).to(tl.int64)
+        bit = offs_n.to(tl.int64)  # the key's bit in its step's word
 
     for start in range(0, Sk, BLOCK_N):
         cols = start + offs_n

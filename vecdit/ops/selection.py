@@ -186,7 +186,7 @@ def sample_cut(scores: torch.Tensor, rank: int, out: torch.Tensor, interpolate: 
 
 
 def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size,
-                           config=None, running_sum=False):
+                           running_sum=False):
     """Pool, budget cuts, scoring passes: (bitmask int64 [rows, words], per word the kept count
     (uint8) or with `running_sum` their running sum along the row (int32: where each word's keys end
     in the row's list, what the expansion reads), kept count per row)."""
@@ -210,7 +210,7 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     # the bitmask is Sk/8 bytes per row: 1/8 of what int32 indices of all keys would take
     mask = torch.empty(rows, num_words, dtype=torch.int64, device=q.device)
     per_word = torch.empty(rows, num_words, dtype=torch.int32 if running_sum else torch.uint8, device=q.device)
-    cfg = dict(HEAD_DIM=dim, UPCAST=interpret_mode(), **{**SELECT_CONFIG, **(config or {})})
+    cfg = dict(HEAD_DIM=dim, UPCAST=interpret_mode(), **SELECT_CONFIG)
     grid = (triton.cdiv(nqb, cfg["BLOCK_M"]), batch * heads)
 
     def launch(pass_):
@@ -226,9 +226,9 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
     return mask, per_word, count
 
 
-def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size, config=None):
+def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size):
     mask, word_end, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
-                                                   query_index, block_size, config, running_sum=True)
+                                                   query_index, block_size, running_sum=True)
     return _expand_triton(mask, word_end, count, row_capacity(k.shape[1], max_columns))
 
 
