@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|attention-wan|index|abab|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|compensation|attention-wan|index|abab|peers|density|selection|pipeline|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile-fp8"`) need only torch (vecdit.fp8.Float8Linear); the `fp8`
@@ -24,7 +24,9 @@ for step in $steps; do
   case $step in
     tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
       (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
-        "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt") ;;
+        "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt")
+      (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_compensation.py" 2>&1 \
+        | tail -8 | tee "$OUT/gpu-tests-compensation.txt") ;;
     tests-fp8)  # Float8Linear and the fp8 pipeline path on the GPU
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_fp8.py" 2>&1 \
         | tail -5 | tee "$OUT/gpu-tests-fp8.txt") ;;
@@ -36,6 +38,10 @@ for step in $steps; do
     attention-hv)
       timeout 420 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs ${INPUTS:-random structured} \
         --name attention-tiles-hv${RUN:-} --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;
+    compensation)  # the dropped keys' compensation at HunyuanVideo-720p: its cost per mode and its kernel error
+      timeout ${COMP_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${COMP_SHAPES:-hunyuanvideo-720p} --inputs structured \
+        --variants ${COMP_VARIANTS:-tiles-topk tiles128-topk} --densities ${COMP_DENSITIES:-0.25 0.1} \
+        --name attention-compensation --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -30 ;;
     attention-wan)
       timeout 420 python3 -m vecdit.bench attention --shapes wan2.1-14b-720p --inputs random structured \
         --name attention-tiles-wan14b --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;
@@ -91,7 +97,7 @@ for step in $steps; do
       ls -la "$OUT" ;;
     tiny-quality)  # dense vs vecdit on the model train-tiny finished in this call, else on the packaged one
       model=/tmp/tiny/pipeline; [ -f $model/model_index.json ] || model="$R/pipelines/tiny_model"
-      (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model "$model" --out "$OUT" 2>&1 | tail -30) ;;
+      (cd /tmp && timeout 300 python3 -m vecdit.pipelines.tiny_quality --model "$model" ${TQ_ARGS:-} --out "$OUT" 2>&1 | tail -30) ;;
     kernel-rows)  # 128-query tiles: the Gluon kernel's layouts and settings (KERNEL_VARIANTS in vecdit/bench/attention.py)
       timeout ${KR_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${KR_SHAPES:-hunyuanvideo-720p wan2.1-14b-720p} \
         --inputs structured --variants ${KR_VARIANTS:-tiles128-topk tiles128-programs tiles128-n64 tiles128-seg1 tiles128-seg4 tiles128-n64-seg2} --name attention-kernel-rows --out "$OUT" 2>&1 \

@@ -37,6 +37,14 @@ PROMPTS = MOTION_PROMPTS + (
 )
 DENSITIES = (0.1, 0.25, 0.5)
 ORDERS = {"raster": "raster", "tiles": (4, 4, 4)}
+# (query order, compensate) measured by default: tiles without and with the dropped keys' compensation
+VARIANTS = (("tiles", False), ("tiles", True))
+
+
+def variant_label(order: str, compensate) -> str:
+    if compensate is True:
+        return f"{order}, compensated"
+    return f"{order}, compensated ({compensate})" if compensate else order
 
 
 def _generate(pipe, prompt, seed, size, steps, device, guidance: float = 5.0):
@@ -119,12 +127,12 @@ def plot_quality(result: dict, path: str, strip: str | None = None, labels=()) -
     return True
 
 
-def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, orders=tuple(ORDERS),
+def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, variants=VARIANTS,
             device: str = "cpu", strips: dict | None = None, guidance: float = 5.0) -> dict:
-    """Per (order, density): mean PSNR / SSIM against the dense generation of each prompt (same
-    seed), achieved density, seconds and how many one-object videos pass `motion_check`; the
-    dense seconds and the dense videos' motion checks beside them. `strips`, if given, receives
-    the first prompt's frames per (order, density) and "dense"."""
+    """Per (query order, compensate) variant and density: mean PSNR / SSIM against the dense
+    generation of each prompt (same seed), achieved density, seconds and how many one-object videos
+    pass `motion_check`; the dense seconds and the dense videos' motion checks beside them.
+    `strips`, if given, receives the first prompt's frames per (label, density) and "dense"."""
     pipe.set_progress_bar_config(disable=True)
     dense, dense_s = {}, []
     _warm_up(pipe, prompts[0], size, device, guidance)
@@ -133,9 +141,11 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
         dense_s.append(seconds)
     motion = [motion_check(dense[p], p) for p in prompts if p in MOTION_PROMPTS]
     rows = []
-    for order in orders:
+    for order, compensate in variants:
+        label = variant_label(order, compensate)
         for density in densities:
-            vecdit.enable(pipe, VecAttnConfig(density=density, query_tiles=ORDERS[order], collect_stats=True))
+            vecdit.enable(pipe, VecAttnConfig(density=density, query_tiles=ORDERS[order], compensate=compensate,
+                                              collect_stats=True))
             _warm_up(pipe, prompts[0], size, device, guidance)
             scores, moves = [], []
             for i, prompt in enumerate(prompts):
@@ -143,13 +153,13 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                 if prompt in MOTION_PROMPTS:
                     moves.append(motion_check(frames, prompt)["ok"])
                 if strips is not None and i == 0:
-                    strips[(order, density)] = frames
+                    strips[(label, density)] = frames
                 records = vecdit.stats(pipe)["records"]
                 achieved = sum(r["density"] for r in records) / len(records) if records else None
                 scores.append((psnr(frames, dense[prompt]), ssim(frames, dense[prompt]), achieved, seconds))
             vecdit.disable(pipe)
             finite = [s[0] for s in scores if np.isfinite(s[0])]
-            rows.append({"order": order, "density": density,
+            rows.append({"order": label, "compensate": compensate, "density": density,
                          "psnr": sum(finite) / len(finite) if finite else float("inf"),
                          "ssim": sum(s[1] for s in scores) / len(scores),
                          "achieved_density": sum(s[2] for s in scores if s[2] is not None) / len(scores),
@@ -215,6 +225,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="a trained tiny pipeline folder (default: the packaged one)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts of the set")
+    p.add_argument("--compensate", nargs="+", default=["none", "default"], choices=["none", "default", "query", "pooled"],
+                   help="the tile-order variants: uncompensated, the default compensation, or a mode")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
                    help="only the dense motion check: every motion prompt at these seeds, printed as a table")
@@ -236,7 +248,10 @@ def main(argv=None) -> int:
         print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, guidance, device)))
         return 0
     strips = {}
-    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], device=device, strips=strips, guidance=guidance)
+    modes = {"none": False, "default": True, "query": "query", "pooled": "pooled"}
+    variants = tuple(("tiles", modes[m]) for m in args.compensate)
+    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], variants=variants, device=device, strips=strips,
+                     guidance=guidance)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
@@ -244,10 +259,10 @@ def main(argv=None) -> int:
         json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(markdown(result, os.path.basename(os.path.normpath(folder)), card))
-    # the first prompt: dense, then each tile-order density, one row of frames each
-    keys = sorted(k for k in strips if k != "dense" and k[0] == "tiles")
+    # the first prompt: dense, then each variant and density, one row of frames each
+    keys = sorted(k for k in strips if k != "dense")
     strip = frame_strip(np.concatenate([strips["dense"]] + [strips[k] for k in keys], axis=1), stem + "-strip.png")
-    labels = ["dense"] + [f"vecdit {d:g} (tiles)" for _, d in keys]
+    labels = ["dense"] + [f"vecdit {d:g} ({label})" for label, d in keys]
     if plot_quality(result, stem + ".png", strip, labels):  # one PNG: the curves over the strip
         os.remove(strip)
     print(markdown(result, folder, card))

@@ -139,9 +139,9 @@ class SparseAttention:
         if fallback:
             out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
         elif kernel:
-            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
+            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, compensate=cfg.compensate)
         else:
-            out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0))[0]
+            out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0), compensate=cfg.compensate)[0]
         if collect:
             per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
             if fallback:  # dense ran: every key was attended

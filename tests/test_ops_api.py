@@ -91,11 +91,13 @@ def test_ops_registered_with_torch_library(device):
     sel = _sel(device)
     index = torch.randperm(q.shape[1]).to(device, torch.int32)  # a query order (tiles) read through its index
     for query_index in (None, index):
-        torch.library.opcheck(
-            torch.ops.vecdit.vec_sparse_attn.default,
-            (q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), 0, 0, 0.125, query_index, 64),
-            test_utils=("test_schema", "test_faketensor"),
-        )
+        for compensation in ((None, 0, ""), (sel.kept_per_word(), sel.num_keys, "query"), (sel.kept_per_word(), sel.num_keys, "pooled")):
+            torch.library.opcheck(
+                torch.ops.vecdit.vec_sparse_attn.default,
+                (q, k, v, sel.column_index, sel.column_offset, sel.column_count.reshape(-1), 0, 0, 0.125, query_index, 64,
+                 *compensation),
+                test_utils=("test_schema", "test_faketensor"),
+            )
         gap = torch.full((2,), 2.0, device=device)
         torch.library.opcheck(torch.ops.vecdit.vec_select.default, (q, k, gap, True, False, 0, 0, 0.125, query_index, 64),
                               test_utils=("test_schema",))

@@ -31,6 +31,21 @@ def _attention_markdown(env: dict, results: list[dict]) -> str:
                 f"{v['speedup_vs_cudnn']:.2f} | {v['speedup_vs_flash']:.2f} | {v['selection_share_of_dense']:.3f} | "
                 f"{v['attention_tflops_on_computed']:.0f} | {v['peak_extra_mem_gb']:.2f} | {v['index_buffer_gb']:.2f} | "
                 f"{v['rel_err_vs_dense']:.3f} | {v['kernel_rel_err_vs_fp32_ref']:.1e} |")
+        lines += ["", "The dropped keys' compensation (`compensate`, default "
+                  f"`{r['vecdit'][0]['compensate'] if r['vecdit'] else ''}`): the attention alone, uncompensated and per "
+                  "mode; extra = its time over the uncompensated attention (group means of K and V, scores, merge), "
+                  "as a share of dense cuDNN; kernel err vs an fp32 reference of the compensated softmax:", "",
+                  "| variant | density | attention ms, none | query ms (extra, share) | pooled ms (extra, share) | "
+                  "kernel err none / query / pooled |", "| --- | --- | --- | --- | --- | --- |"]
+        for v in r["vecdit"]:
+            c = v.get("compensation")
+            if not c:
+                continue
+            lines.append(f"| {v['variant']} | {v['density']:.3f} | {c['false']['attention_ms']:.2f} | "
+                         + " | ".join(f"{c[m]['attention_ms']:.2f} ({c[m]['extra_ms']:+.2f}, {c[m]['extra_share_of_cudnn']:.1%})"
+                                      for m in ("query", "pooled"))
+                         + f" | {c['false']['kernel_rel_err_vs_fp32_ref']:.1e} / {c['query']['kernel_rel_err_vs_fp32_ref']:.1e}"
+                           f" / {c['pooled']['kernel_rel_err_vs_fp32_ref']:.1e} |")
         lines += ["", "Tile order against raster order, same rule (top-k) and density:", "",
                   "| density | attention ms raster / tiles | tiles vs raster | total ms raster / tiles | tiles vs raster |",
                   "| --- | --- | --- | --- | --- |"]

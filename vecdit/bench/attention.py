@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
+from vecdit.ops.compensation import COMPENSATION_MODES, DEFAULT_COMPENSATION
 
 from .common import do_bench_ms, sampled_block_error
 
@@ -147,6 +148,15 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
 
             sel_ms = do_bench_ms(select)
             att_ms = do_bench_ms(attend)
+            # the dropped keys' compensation per mode: its time over the uncompensated attention, its kernel error
+            compensation = {}
+            for mode in (False, *COMPENSATION_MODES):
+                ms = do_bench_ms(lambda: vector_sparse_attention(qv, k, v, sel, dense_range=dense_range, compensate=mode))
+                err = sampled_block_error(qv, k, v, sel, dense_range, compensate=mode)
+                compensation[str(mode).lower()] = {"attention_ms": ms, "kernel_rel_err_vs_fp32_ref": err}
+            for mode in COMPENSATION_MODES:
+                extra = compensation[mode]["attention_ms"] - compensation["false"]["attention_ms"]
+                compensation[mode].update(extra_ms=extra, extra_share_of_cudnn=extra / res["dense"]["cudnn"]["ms"])
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -157,7 +167,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
             entries = kept + video * text  # computed (query, key) pairs of the video queries (last block ragged)
             dens = float(sel.density())
             rel_dense = float((out.float() - ref[:, :video].float()).norm() / ref[:, :video].float().norm())
-            kern_err = sampled_block_error(qv, k, v, sel, dense_range, out=out)
+            kern_err = sampled_block_error(qv, k, v, sel, dense_range, out=out, compensate=True)
             cudnn = res["dense"]["cudnn"]["ms"]
             res["vecdit"].append({
                 "variant": label, "query_tiles": "raster" if tiles is None else list(tiles.tile), "rule": rule,
@@ -168,6 +178,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
                 "attention_tflops_on_computed": 4 * HEAD_DIM * entries / att_ms / 1e9,
                 "peak_extra_mem_gb": peak / 2**30, "index_buffer_gb": sel.nbytes() / 2**30,
                 "rel_err_vs_dense": rel_dense, "kernel_rel_err_vs_fp32_ref": kern_err,
+                "compensate": str(DEFAULT_COMPENSATION), "compensation": compensation,
             })
             sel = out = None  # free the lists before the next variant
             for key, value in saved_env.items():

@@ -39,14 +39,24 @@ def environment() -> dict:
     }
 
 
-def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, seed: int = 0, out=None) -> float:
+def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, seed: int = 0, out=None,
+                        compensate=False) -> float:
     """Worst relative error on sampled (head, query block)s against an fp32 reference, of `out`
-    (default: the kernel's output)."""
+    (default: the kernel's output with `compensate`); with `compensate`, the reference adds each
+    64-key group's dropped keys as one more softmax column (`vecdit.ops.compensation`)."""
     from vecdit.ops import vector_sparse_attention
+    from vecdit.ops.compensation import compensation_mode, group_sizes, key_group_means
+    from vecdit.ops.reference import _attention_with_columns
 
+    mode = compensation_mode(compensate)
     if out is None:
-        out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range)
+        out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, compensate=compensate)
     from vecdit.ops import QueryTiles
+
+    if mode is not None:
+        k_mean, v_mean = key_group_means(k, selection.num_keys), key_group_means(v, selection.num_keys)
+        kept = selection.kept_per_word()
+        sizes = group_sizes(selection.num_keys, q.device)
 
     g = torch.Generator().manual_seed(seed)
     heads, nqb = selection.heads, selection.num_query_blocks
@@ -63,7 +73,17 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
         cols = torch.cat([selection.column_index[a:b].long(), torch.arange(start, end, device=q.device)])
         pos = torch.arange(qb * tiles.block_size, min((qb + 1) * tiles.block_size, q.shape[1]), device=q.device)
         rows = pos if index is None else index[pos].long()  # the block's tokens, in the selection's order
-        o, _ = attention_reference(q[:, rows, h:h + 1], k[:, cols, h:h + 1], v[:, cols, h:h + 1])
+        if mode is None:
+            o, _ = attention_reference(q[:, rows, h:h + 1], k[:, cols, h:h + 1], v[:, cols, h:h + 1])
+        else:
+            qr = q[0, rows, h].float()
+            scorer = qr.mean(0, keepdim=True) if mode == "pooled" else qr
+            dropped = sizes - kept[row].float()
+            extra = torch.where(dropped > 0, scorer @ k_mean[0, h].T * q.shape[-1] ** -0.5 + torch.log(dropped.clamp_min(1)),
+                                float("-inf")).expand(len(rows), -1)
+            keep = torch.ones(len(rows), len(cols), dtype=torch.bool, device=q.device)
+            o, _ = _attention_with_columns(qr, k[0, cols, h], v[0, cols, h], keep, q.shape[-1] ** -0.5, extra, v_mean[0, h])
+            o = o[None, :, None]
         got = out[:, rows, h:h + 1].float()
         worst = max(worst, float((got - o).norm() / o.norm().clamp_min(1e-30)))
     return worst

@@ -45,6 +45,18 @@ def markdown(results: dict, card: str) -> str:
                 cells.append(f"{s['recall']:.3f} ({worst:.3f}), d={s['density']:.3f}")
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
         lines.append("")
+        if any("out_err" in r for r in res["per_head"]):
+            from vecdit.ops.compensation import DEFAULT_COMPENSATION
+
+            from .compensation import VARIANTS, summary_table
+
+            lines += [f"Output error (mean over sampled query rows of |out - dense| / |dense|, mean over heads) without "
+                      "and with the dropped keys' compensation; cut = 1 - default / none (default: `vecdit.ops.compensation.DEFAULT_COMPENSATION`, "
+                      f"{DEFAULT_COMPENSATION}); worse = heads where the default is worse than none:", "",
+                      "| pattern | density | recall | " + " | ".join(VARIANTS) + " | cut | worse |",
+                      "| --- |" + " --- |" * (len(VARIANTS) + 4)]
+            lines += summary_table(res["per_head"])
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -57,7 +69,9 @@ def plot(results: dict, path: str) -> bool:
     except ImportError:
         print("matplotlib not installed: no PNG", file=sys.stderr)
         return False
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    compensated = any("out_err" in r for res in results.values() for r in res["per_head"])
+    fig, axes = plt.subplots(2 if compensated else 1, len(results), figsize=(5 * len(results), 8 if compensated else 4),
+                             squeeze=False)
     for ax, (geometry, res) in zip(axes[0], results.items()):
         for p in res["patterns"]:
             pts = [s for s in res["mean_over_heads"] if s["pattern"] == p]
@@ -66,6 +80,21 @@ def plot(results: dict, path: str) -> bool:
         ax.set(xlabel="density", ylabel="recall (attention mass kept)", title=f"{geometry} {tuple(res['grid'])}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
+    if compensated:
+        from .compensation import VARIANTS
+
+        for ax, (geometry, res) in zip(axes[1], results.items()):
+            for p in sorted({r["pattern"] for r in res["per_head"] if "out_err" in r}):
+                sel = [r for r in res["per_head"] if r["pattern"] == p and "out_err" in r]
+                densities = sorted({r["target_density"] for r in sel})
+                for variant in VARIANTS:
+                    err = [sum(r["out_err"][variant] for r in sel if r["target_density"] == d)
+                           / sum(r["target_density"] == d for r in sel) for d in densities]
+                    ax.plot(densities, err, "--" if variant == "none" else "-", marker="o", label=f"{p} {variant}")
+            ax.set(xlabel="density", ylabel="output error vs dense (mean over rows)", yscale="log",
+                   title=f"{geometry}: compensation")
+            ax.grid(alpha=0.3)
+        axes[1][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -83,6 +112,8 @@ def main(argv=None) -> int:
     c.add_argument("--blocks", type=int, help="sampled query blocks per head and grouping (long sequences)")
     c.add_argument("--rule-dtype", choices=["fp64", "bf16"], default="fp64",
                    help="bf16: the rules score bf16 keys with the pooled query rounded to bf16, as the kernels do")
+    c.add_argument("--compensation", action="store_true",
+                   help="the top-k patterns' output error without and with each compensation variant (vecdit/lab/compensation.py)")
     c.add_argument("--name", default="tiles", help="results file stem")
     c.add_argument("--out", default="bench/results")
     d = sub.add_parser("density", help="achieved vs target density of the top-k rule at full size (host-sync check)")
@@ -120,7 +151,7 @@ def main(argv=None) -> int:
         grid = GEOMETRIES[geometry][0]
         rule_dtype = torch.bfloat16 if args.rule_dtype == "bf16" else None
         rows = compare_patterns(q, k, v, grid, args.densities, args.patterns, blocks=args.blocks, seed=args.seed,
-                                rule_dtype=rule_dtype)
+                                rule_dtype=rule_dtype, compensation=args.compensation)
         results[geometry] = {"config": vars(cfg), "grid": list(grid), "sampled_blocks_per_head": args.blocks,
                              "rule_dtype": args.rule_dtype,
                              "patterns": args.patterns, "per_head": rows, "mean_over_heads": summarize(rows)}

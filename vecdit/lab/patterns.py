@@ -120,11 +120,19 @@ def block_keep(name: str, scores: torch.Tensor, density: float, key_tiles=None, 
     raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
 
 
+# the patterns whose output error is also measured with the dropped keys' compensation
+COMPENSATED = ("raster-topk", "tiles-topk", "tiles128-topk")
+
+
 def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None = None, seed: int = 0,
-                 rule_dtype: torch.dtype | None = None) -> list[dict]:
+                 rule_dtype: torch.dtype | None = None, compensation: bool = False) -> list[dict]:
     """Per pattern and density: recall, achieved density and output error of one head (q, k, v: [S, D]).
     `rule_dtype` (e.g. bf16): the rules score keys held in that dtype with the pooled query rounded
-    to it, as the kernels do (`reference.rule_query`); None: in fp64 (the idealized rule)."""
+    to it, as the kernels do (`reference.rule_query`); None: in fp64 (the idealized rule).
+    `compensation`: the top-k patterns also get `out_err`, the mean per-row output error without and
+    with each compensation variant (`vecdit.lab.compensation`)."""
+    from .compensation import OutputError
+
     seq_q, num_keys = q.shape[0], k.shape[0]
     scale = q.shape[-1] ** -0.5
     g = torch.Generator().manual_seed(seed)
@@ -148,6 +156,10 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
         if rule_dtype is not None:
             pooled = pooled.to(rule_dtype).double()
         scores = pooled @ k_rule.T
+        errors = None
+        if compensation and any(n in COMPENSATED for n in names):
+            pooled64 = block_mean(q[rows].double(), block, nb) * scale
+            errors = OutputError(q[rows].double(), kd, vd, block, pooled64, grid, scale)
         if "vsa" in names:
             key_block = QueryTiles(tuple(grid)).token_blocks(num_keys, q.device)
             n_key_tiles = int(key_block.max()) + 1
@@ -161,18 +173,21 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
                     mask = _rows_top(block_mean(probs, block, nb), round(d * num_keys))[block]
                 else:
                     mask = block_keep(name, scores, d, key_tiles, coarse if name == "vsa" else None)[block]
-                rows_out.append({"pattern": name, "target_density": d, **metrics(mask, probs, vd, dense)})
+                row = {"pattern": name, "target_density": d, **metrics(mask, probs, vd, dense)}
+                if errors is not None and name in COMPENSATED:
+                    row["out_err"] = errors.errors(mask)
+                rows_out.append(row)
     return rows_out
 
 
 def compare_patterns(q, k, v, grid, densities=(0.1, 0.25, 0.5), patterns=PATTERNS, blocks: int | None = None,
-                     seed: int = 0, rule_dtype: torch.dtype | None = None) -> list[dict]:
+                     seed: int = 0, rule_dtype: torch.dtype | None = None, compensation: bool = False) -> list[dict]:
     """Per head, pattern and density: recall, achieved density and output error. q, k, v: [1, S, H, D]
     on a (frames, height, width) `grid`. `blocks` samples that many query blocks per head and
     grouping (long sequences: dense probabilities of all rows would not fit)."""
     out = []
     for h in range(q.shape[2]):
         for r in compare_head(q[0, :, h], k[0, :, h], v[0, :, h], grid, densities, patterns, blocks, seed + h,
-                              rule_dtype):
+                              rule_dtype, compensation):
             out.append({"head": h, **r})
     return out

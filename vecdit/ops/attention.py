@@ -8,8 +8,9 @@ import os
 import torch
 
 from ._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
+from .compensation import check_compensation_range, compensate_triton, compensation_mode
 from .reference import vec_sparse_attention_reference
-from .sparse_format import VectorSelection
+from .sparse_format import WORD_KEYS, VectorSelection
 from .tiles import QueryTiles, block_of_token
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
@@ -28,6 +29,7 @@ def vector_sparse_attention(
     dense_range: tuple[int, int] | None = None,
     scale: float | None = None,
     return_lse: bool = False,
+    compensate: bool | str = True,
 ):
     """Non-causal attention of each query block over its selected keys (and a dense range).
 
@@ -42,6 +44,11 @@ def vector_sparse_attention(
         scale (`float`, *optional*): softmax scale, defaults to 1/sqrt(D).
         return_lse (`bool`, defaults to False): also return the log-sum-exp `[B, H, Sq]` (fp32,
             natural log), to merge with other attention parts or for ring attention.
+        compensate (`bool` or `str`, defaults to True): the dropped keys still weigh in: each group
+            of 64 scored keys adds its dropped count times exp(q . mean key) times its mean value
+            (`vecdit.ops.compensation`). True is the default mode (`DEFAULT_COMPENSATION`),
+            `"query"` scores per query row, `"pooled"` per query tile; False attends the selected
+            keys alone. Needs `dense_range` to lie after the selection's scored keys.
 
     Returns:
         `[B, Sq, H, D]` in q's dtype (and lse). A query block that attends no key at all gets zeros
@@ -62,9 +69,18 @@ def vector_sparse_attention(
         _check_selection(selection, q, num_keys, tiles)
         column_index, column_offset = selection.column_index, selection.column_offset
         column_count = selection.column_count.reshape(-1)
+    mode = compensation_mode(compensate) if selection is not None else None
+    if mode is not None:
+        check_compensation_range(selection.num_keys, start, end)
+        word_count = selection.kept_per_word()
+        if word_count.shape != (column_count.numel(), -(-selection.num_keys // WORD_KEYS)) or word_count.dtype != torch.uint8:
+            raise ValueError(f"`selection.word_count` must be uint8 [rows, ceil(num_keys / 64)], got {word_count.dtype} "
+                             f"{tuple(word_count.shape)}")
     scale = dim ** -0.5 if scale is None else float(scale)
     out, lse = torch.ops.vecdit.vec_sparse_attn(q, k, v, column_index, column_offset, column_count, start, end, scale,
-                                                tiles.query_index(q.device), tiles.block_size)
+                                                tiles.query_index(q.device), tiles.block_size,
+                                                word_count if mode else None, selection.num_keys if mode else 0,
+                                                mode or "")
     return (out, lse) if return_lse else out
 
 
@@ -149,19 +165,26 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
 def _vec_sparse_attn_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, column_index: torch.Tensor, column_offset: torch.Tensor,
     column_count: torch.Tensor, dense_start: int, dense_end: int, scale: float, query_index: torch.Tensor | None,
-    block_size: int,
+    block_size: int, word_count: torch.Tensor | None, num_scored: int, compensate: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`compensate`: "" (none) or a compensation mode over the first `num_scored` keys, with the
+    kept keys per 64-key word `word_count`."""
     if use_triton(q):
-        return _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                            query_index, block_size)
+        out, lse = _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
+                                query_index, block_size)
+        if compensate:
+            compensate_triton(q, k, v, out, lse, word_count, num_scored, scale, query_index, block_size, compensate)
+        return out, lse
     batch, seq_q, heads, _ = q.shape
     nqb = column_count.numel() // (batch * heads)
-    sel = VectorSelection(column_index, column_offset, column_count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1])
+    sel = VectorSelection(column_index, column_offset, column_count.view(batch, heads, nqb), batch, heads, nqb,
+                          num_scored or k.shape[1], word_count=word_count)
     token_block = block_of_token(query_index, block_size, seq_q, q.device)
-    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale, token_block)
+    return vec_sparse_attention_reference(q, k, v, sel, (dense_start, dense_end), scale, token_block, compensate or False)
 
 
 @_vec_sparse_attn_op.register_fake
-def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, query_index, block_size):
+def _(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale, query_index, block_size,
+      word_count, num_scored, compensate):
     batch, seq_q, heads, dim = q.shape
     return q.new_empty((batch, seq_q, heads, dim)), q.new_empty((batch, heads, seq_q), dtype=torch.float32)

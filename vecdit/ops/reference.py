@@ -61,18 +61,48 @@ def selection_key_mask(selection: VectorSelection, seq_q: int, num_keys: int, de
     return mask
 
 
-def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None):
-    """Reference of `vector_sparse_attention`, one (batch, head) at a time; output in q's dtype."""
+def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None,
+                                   compensate=True):
+    """Reference of `vector_sparse_attention`, one (batch, head) at a time; output in q's dtype.
+    `compensate` (True, False or a mode of `compensation.COMPENSATION_MODES`): each 64-key group's
+    dropped keys enter the softmax as extra columns (`compensation_logits_reference`)."""
+    from .compensation import check_compensation_range, compensation_logits_reference, compensation_mode
+
+    mode = compensation_mode(compensate)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float32, device=q.device)
     mask = selection_key_mask(selection, q.shape[1], k.shape[1], dense_range, token_block)
+    if mode is not None:
+        check_compensation_range(selection.num_keys, *dense_range)
+        if token_block is None:
+            tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
+            token_block = tiles.token_blocks(q.shape[1], q.device)
+        kept = selection.kept_per_word().view(selection.batch, selection.heads, selection.num_query_blocks, -1)
+        extra, v_mean = compensation_logits_reference(q, k, v, kept, selection.num_keys, scale,
+                                                      token_block.to(q.device), mode)
     for b in range(q.shape[0]):
         for h in range(q.shape[2]):
             sl = (slice(b, b + 1), slice(None), slice(h, h + 1))
-            o, l = attention_reference(q[sl], k[sl], v[sl], mask[b, h], scale)
-            out[sl] = o.to(q.dtype)
-            lse[b, h] = l[0, 0]
+            if mode is None:
+                o, l = attention_reference(q[sl], k[sl], v[sl], mask[b, h], scale)
+                o, l = o[0, :, 0], l[0, 0]
+            else:
+                o, l = _attention_with_columns(q[b, :, h], k[b, :, h], v[b, :, h], mask[b, h], scale, extra[b, h],
+                                               v_mean[b, h])
+            out[b, :, h] = o.to(q.dtype)
+            lse[b, h] = l
     return out, lse
+
+
+def _attention_with_columns(q, k, v, key_mask, scale, extra_logits, extra_values):
+    """fp32 attention of q `[S, D]` over the masked keys plus extra columns (`[S, G]` logits,
+    `[G, D]` values): (out `[S, D]`, lse `[S]`); a row with no finite logit gets zeros, -inf."""
+    logits = ((q.float() @ k.float().T) * scale).masked_fill(~key_mask, -math.inf)
+    logits = torch.cat([logits, extra_logits.float()], -1)
+    lse = torch.logsumexp(logits, -1)
+    probs = torch.exp(logits - torch.where(torch.isinf(lse), 0.0, lse)[:, None])
+    return probs @ torch.cat([v.float(), extra_values.float()]), lse
 
 
 def pool_queries_reference(q, query_index=None, block_size: int = 64) -> torch.Tensor:

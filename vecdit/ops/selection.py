@@ -107,10 +107,12 @@ def vector_selection(
     gap, max_columns, min_columns, scale, tiles = _selection_args(q, k, threshold, mode, max_density, min_columns,
                                                                   scale, query_tiles)
     batch, seq_q, heads, _ = q.shape
-    index, offset, count = torch.ops.vecdit.vec_select(q, k, gap, threshold is not None, mode == "running", max_columns,
-                                                       min_columns, scale, tiles.query_index(q.device), tiles.block_size)
+    index, offset, count, word_count = torch.ops.vecdit.vec_select(q, k, gap, threshold is not None, mode == "running",
+                                                                   max_columns, min_columns, scale,
+                                                                   tiles.query_index(q.device), tiles.block_size)
     nqb = tiles.num_blocks(seq_q)
-    return VectorSelection(index, offset, count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1], query_tiles)
+    return VectorSelection(index, offset, count.view(batch, heads, nqb), batch, heads, nqb, k.shape[1], query_tiles,
+                           word_count)
 
 
 def pool_queries_triton(q, scale, query_index, block_size) -> torch.Tensor:
@@ -229,7 +231,10 @@ def _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, s
 def _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size):
     mask, word_end, count = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
                                                    query_index, block_size, running_sum=True)
-    return _expand_triton(mask, word_end, count, row_capacity(k.shape[1], max_columns))
+    # kept keys per word, for the compensation: the running sum's steps (a row past its capacity,
+    # about one in 10^6, keeps fewer keys than counted here: its last keys go uncompensated)
+    word_count = torch.diff(word_end, dim=1, prepend=word_end.new_zeros(word_end.shape[0], 1)).to(torch.uint8)
+    return (*_expand_triton(mask, word_end, count, row_capacity(k.shape[1], max_columns)), word_count)
 
 
 def vector_selection_bitmask(
@@ -285,13 +290,14 @@ def _(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, bl
 def _vec_select_op(
     q: torch.Tensor, k: torch.Tensor, gap: torch.Tensor, minp: bool, running: bool, max_columns: int,
     min_columns: int, scale: float, query_index: torch.Tensor | None, block_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(column_index, column_offset, column_count, kept keys per 64-key word uint8 `[rows, words]`)."""
     if use_triton(q):
         return _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size)
     sel = VectorSelection.from_mask(selection_reference(q, k, gap, running, max_columns, min_columns, scale,
                                                         query_index, block_size), None,
                                     row_capacity(k.shape[1], max_columns))
-    return sel.column_index, sel.column_offset, sel.column_count.reshape(-1)
+    return sel.column_index, sel.column_offset, sel.column_count.reshape(-1), sel.word_count
 
 
 @_vec_select_op.register_fake
@@ -301,4 +307,4 @@ def _(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, bl
     # under a budget the size is known from the shapes: no data-dependent output (no graph break)
     total = rows * capacity if capacity is not None else torch.library.get_ctx().new_dynamic_size()
     return (q.new_empty((total,), dtype=torch.int32), q.new_empty((rows + 1,), dtype=torch.int64),
-            q.new_empty((rows,), dtype=torch.int32))
+            q.new_empty((rows,), dtype=torch.int32), q.new_empty((rows, -(-k.shape[1] // WORD_KEYS)), dtype=torch.uint8))

@@ -30,6 +30,9 @@ class VectorSelection:
         batch, heads, num_query_blocks, num_keys (`int`): the geometry it was selected for.
         query_tiles (`QueryTiles`, *optional*): how queries were grouped into blocks (None: raster,
             64 consecutive queries); the attention kernel reads query rows through it.
+        word_count (`torch.Tensor`, uint8, `[rows, ceil(num_keys / 64)]`, *optional*): kept keys per
+            64-key word of each row, as the selection counted them (the compensation's dropped
+            counts); None: `kept_per_word()` counts them from the lists.
     """
 
     column_index: torch.Tensor
@@ -40,6 +43,7 @@ class VectorSelection:
     num_query_blocks: int
     num_keys: int
     query_tiles: QueryTiles | None = None
+    word_count: torch.Tensor | None = None
 
     def density(self) -> torch.Tensor:
         """Kept fraction of the scored keys, a 0-d tensor (no host sync)."""
@@ -56,6 +60,17 @@ class VectorSelection:
         first = torch.cumsum(counts, 0) - counts  # exclusive prefix: entry number of each row's first key
         pos = self.column_offset[:-1][row_of] + torch.arange(row_of.numel(), device=counts.device) - first[row_of]
         return row_of, pos
+
+    def kept_per_word(self) -> torch.Tensor:
+        """uint8 `[rows, ceil(num_keys / 64)]`: kept keys per 64-key word of each row (`word_count`,
+        or counted from the lists)."""
+        if self.word_count is not None:
+            return self.word_count
+        words = -(-self.num_keys // WORD_KEYS)
+        row_of, pos = self.kept_positions()
+        cell = row_of * words + self.column_index[pos].long() // WORD_KEYS
+        rows = self.column_count.numel()
+        return torch.bincount(cell, minlength=rows * words).to(torch.uint8).view(rows, words)
 
     def to_mask(self) -> torch.Tensor:
         """Dense bool `[batch, heads, num_query_blocks, num_keys]` (tests and references only)."""
@@ -83,12 +98,14 @@ class VectorSelection:
             index[row * row_capacity + rank[row, col].long() - 1] = col.to(torch.int32)
             offset = torch.arange(rows + 1, dtype=torch.int64, device=mask.device) * row_capacity
             count = fits.sum(1)
+            flat = fits
         else:
             count = flat.sum(1)
             offset = torch.zeros(rows + 1, dtype=torch.int64, device=mask.device)
             offset[1:] = count.cumsum(0)
             index = flat.nonzero()[:, 1].to(torch.int32)  # row-major: ascending within each row
-        return cls(index, offset, count.to(torch.int32).view(batch, heads, nqb), batch, heads, nqb, num_keys, query_tiles)
+        return cls(index, offset, count.to(torch.int32).view(batch, heads, nqb), batch, heads, nqb, num_keys, query_tiles,
+                   _word_count(flat))
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,8 @@ class SelectionBitmask:
         shape = (self.batch, self.heads, self.num_query_blocks)
         index, offset, count = torch.ops.vecdit.vec_expand(self.mask, self.word_count, self.num_keys,
                                                            self.row_capacity or 0)
-        return VectorSelection(index, offset, count.view(shape), *shape, self.num_keys, self.query_tiles)
+        return VectorSelection(index, offset, count.view(shape), *shape, self.num_keys, self.query_tiles,
+                               self.word_count)
 
     @classmethod
     def from_selection(cls, selection: VectorSelection, row_capacity: int | None = None) -> "SelectionBitmask":
@@ -137,6 +155,13 @@ class SelectionBitmask:
         mask = (keep.long() * weights).sum(-1)  # distinct powers of two (bit 63 wraps to the sign): an or
         return cls(mask, keep.sum(-1).to(torch.uint8), selection.batch, selection.heads,
                    selection.num_query_blocks, selection.num_keys, selection.query_tiles, row_capacity)
+
+
+def _word_count(keep: torch.Tensor) -> torch.Tensor:
+    """uint8 `[rows, words]`: kept keys per 64-key word of a bool `[rows, num_keys]` mask."""
+    words = -(-keep.shape[1] // WORD_KEYS)
+    padded = torch.nn.functional.pad(keep, (0, words * WORD_KEYS - keep.shape[1]))
+    return padded.view(-1, words, WORD_KEYS).sum(-1, dtype=torch.int32).to(torch.uint8)
 
 
 def _expand_triton(mask, word_end, count, row_capacity: int | None = None, config: dict | None = None):

@@ -1,0 +1,135 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""Compensation of the dropped keys: what a query block does not select still weighs in the softmax.
+
+Top-k drops keys and renormalizes over the kept ones, so on broad heads the output drifts toward
+the few kept values. Each group of 64 consecutive scored keys (one bitmask word) stands for its
+dropped keys instead: with n the group's dropped count, mk / mv its mean key and mean value, the
+group adds n * exp(q . mk * scale) * mv to the numerator and n * exp(q . mk * scale) to the
+denominator. Modes:
+  "query"   one score per query row (a 64-key-group attention: 1/64 of the dense FLOPs)
+  "pooled"  one score row per query tile (the tile's mean query; about free)
+The group means come from the current call's K and V (reuse steps too); the dropped counts come
+from the selection's per-word kept counts. Keys outside the scored range (HunyuanVideo's text in
+`dense_range`) are never dropped and get none; a block that keeps all of a group's keys gets
+nothing for it, and a block that keeps everything stays bit-equal to uncompensated attention.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .sparse_format import WORD_KEYS
+
+COMPENSATION_MODES = ("query", "pooled")
+# what `compensate=True` means: the lab's output error and the H200 cost chose it (bench/README.md)
+DEFAULT_COMPENSATION = "pooled"
+# scores of pooled compensation held at once (bounds the transient memory)
+_POOLED_CHUNK_BYTES = 256 << 20
+
+
+def compensation_mode(compensate) -> str | None:
+    """`compensate` (True, False/None, or a mode name) -> the mode, or None for no compensation."""
+    if compensate is None or compensate is False:
+        return None
+    if compensate is True:
+        return DEFAULT_COMPENSATION
+    if compensate not in COMPENSATION_MODES:
+        raise ValueError(f"`compensate` must be True, False or one of {COMPENSATION_MODES}, got {compensate!r}")
+    return compensate
+
+
+def group_sizes(num_keys: int, device) -> torch.Tensor:
+    """fp32 `[G]`: keys per 64-key group of `num_keys` scored keys (the last one may be short)."""
+    groups = -(-num_keys // WORD_KEYS)
+    sizes = torch.full((groups,), float(WORD_KEYS), device=device)
+    sizes[-1] = num_keys - (groups - 1) * WORD_KEYS
+    return sizes
+
+
+def key_group_means(x: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """fp32 `[B, H, G, D]`: the mean of each group of 64 consecutive rows among the first
+    `num_keys` of x `[B, Sk, H, D]` (any strides; summed in fp32 without an fp32 copy of x)."""
+    full = num_keys // WORD_KEYS
+    parts = []
+    if full:
+        parts.append(x[:, :full * WORD_KEYS].unflatten(1, (full, WORD_KEYS)).sum(2, dtype=torch.float32) / WORD_KEYS)
+    tail = num_keys - full * WORD_KEYS
+    if tail:
+        parts.append(x[:, full * WORD_KEYS:num_keys].sum(1, keepdim=True, dtype=torch.float32) / tail)
+    means = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+    return means.transpose(1, 2).contiguous()
+
+
+def check_compensation_range(num_keys: int, dense_start: int, dense_end: int) -> None:
+    """The scored keys `[0, num_keys)` hold no always-attended key (it would count as dropped)."""
+    if dense_end > dense_start and dense_start < num_keys:
+        raise ValueError(f"with compensation, `dense_range` ({dense_start}, {dense_end}) must lie after the selection's "
+                         f"{num_keys} scored keys; pass compensate=False to attend it inside the scored range")
+
+
+def pooled_part(pooled_q, k_mean, v_mean, kept, num_keys: int):
+    """The pooled mode's compensation per query tile: (out fp32 `[rows, D]`, lse fp32 `[rows]`),
+    from the tiles' pooled queries `[B * H, NQB, D]` (already times the scale), the group means
+    `[B, H, G, D]` and the kept counts uint8 `[rows, G]`; a few heads at a time."""
+    bh, nqb, dim = pooled_q.shape
+    groups = k_mean.shape[2]
+    km, vm = k_mean.reshape(bh, groups, dim), v_mean.reshape(bh, groups, dim)
+    log_dropped = torch.log(group_sizes(num_keys, kept.device) - kept.view(bh, nqb, groups).float())
+    out = torch.empty(bh * nqb, dim, dtype=torch.float32, device=pooled_q.device)
+    lse = torch.empty(bh * nqb, dtype=torch.float32, device=pooled_q.device)
+    step = max(1, _POOLED_CHUNK_BYTES // max(1, nqb * groups * 4))
+    for h in range(0, bh, step):
+        s = pooled_q[h:h + step].float() @ km[h:h + step].transpose(1, 2) + log_dropped[h:h + step]
+        part_lse = torch.logsumexp(s, -1)
+        p = torch.exp(s - torch.where(torch.isinf(part_lse), 0.0, part_lse)[..., None])
+        out[h * nqb:(h + step) * nqb] = (p @ vm[h:h + step]).reshape(-1, dim)
+        lse[h * nqb:(h + step) * nqb] = part_lse.reshape(-1)
+    return out, lse
+
+
+def compensate_triton(q, k, v, out, lse, kept, num_keys: int, scale: float, query_index, block_size: int,
+                      mode: str, config: dict | None = None) -> None:
+    """Merge the dropped keys' compensation into the attention's `out` `[B, S, H, D]` and `lse`
+    `[B, H, S]` in place (Triton). `kept`: uint8 `[rows, G]` kept keys per 64-key group."""
+    import triton
+
+    from ._checks import QUERY_BLOCK, interpret_mode
+    from ._compensate_kernel import compensate_kernel
+
+    batch, seq_q, heads, dim = q.shape
+    k_mean, v_mean = key_group_means(k, num_keys), key_group_means(v, num_keys)
+    groups = k_mean.shape[2]
+    nqb = -(-seq_q // block_size)
+    if mode == "pooled":
+        from .selection import pool_queries_triton
+
+        part_out, part_lse = pooled_part(pool_queries_triton(q, scale, query_index, block_size), k_mean, v_mean,
+                                         kept, num_keys)
+    else:
+        part_out = part_lse = lse  # unread
+    cfg = dict(BLOCK_G=64, num_warps=4, num_stages=2, **(config or {}))
+    compensate_kernel[(triton.cdiv(seq_q, QUERY_BLOCK), batch * heads)](
+        q, k_mean, v_mean, kept, part_out, part_lse, out, lse,
+        query_index if query_index is not None else kept, scale * 1.4426950408889634,
+        *q.stride(), *out.stride(), heads, seq_q, nqb, groups, num_keys,
+        HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, GROUP_KEYS=WORD_KEYS, UPCAST=interpret_mode(),
+        INDEXED=query_index is not None, POOLED=mode == "pooled", PROGRAMS_PER_ROW=block_size // QUERY_BLOCK, **cfg)
+
+
+def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, token_block, mode: str):
+    """The compensation as extra softmax columns, fp32, one per 64-key group (the test oracle):
+    (logits `[B, H, Sq, G]` = score + log(dropped), -inf where nothing is dropped; mean values
+    `[B, H, G, D]`). `kept`: `[B, H, NQB, G]` kept keys per group; `token_block`: int64 `[Sq]`."""
+    k_mean, v_mean = key_group_means(k.float(), num_keys), key_group_means(v.float(), num_keys)
+    qf = q.float().transpose(1, 2)  # [B, H, Sq, D]
+    if mode == "pooled":
+        nqb = kept.shape[2]
+        sums = torch.zeros(*qf.shape[:2], nqb, qf.shape[-1], device=q.device).index_add_(2, token_block, qf)
+        members = torch.bincount(token_block, minlength=nqb).clamp_min(1).float()
+        scores = ((sums / members[:, None]) @ k_mean.transpose(-1, -2) * scale)[:, :, token_block]
+    else:
+        scores = qf @ k_mean.transpose(-1, -2) * scale
+    dropped = (group_sizes(num_keys, q.device) - kept.float())[:, :, token_block]
+    logits = torch.where(dropped > 0, scores + torch.log(dropped.clamp_min(1)), -math.inf)
+    return logits, v_mean
