@@ -15,7 +15,8 @@ import vecdit
 from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
 
-from .models import PRESETS, GenerateError, ModelPreset, check_output, check_sizes, resolve_model, tiny_model_folder
+from .models import (PRESETS, GenerateError, ModelPreset, check_output, check_positive, check_sizes, resolve_model,
+                     tiny_model_folder)
 from .random_weights import random_pipeline
 
 
@@ -86,12 +87,18 @@ def load_pipeline(name: str, preset: ModelPreset, device: str, random_weights: b
         return random_pipeline(name, preset, device, dtype)
     from diffusers import DiffusionPipeline, UniPCMultistepScheduler
 
+    if os.path.isdir(preset.hub_id) and not os.path.isfile(os.path.join(preset.hub_id, "model_index.json")):
+        raise GenerateError(f"--model {preset.hub_id!r} is a folder but not a diffusers pipeline (no model_index.json; "
+                            "`save_pretrained` or `hf download` writes one)")
     try:
         pipe = DiffusionPipeline.from_pretrained(preset.hub_id, dtype=dtype)
     except (OSError, ValueError) as e:
+        if os.path.isdir(preset.hub_id):
+            raise GenerateError(f"could not load the folder {preset.hub_id!r} as a diffusers pipeline "
+                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         raise GenerateError(
             f"could not load {preset.hub_id!r}: it is not in the local Hugging Face cache and the hub could not be "
-            f"reached ({type(e).__name__}). Download it first (`huggingface-cli download {preset.hub_id}`) or pass "
+            f"reached ({type(e).__name__}). Download it first (`hf download {preset.hub_id}`) or pass "
             "a local folder to --model"
         ) from None
     if preset.family == "wan" and preset.flow_shift is not None:
@@ -125,12 +132,18 @@ class Generator:
     def __init__(self, settings: GenerateSettings, device: str | None = None):
         if settings.attention not in ("vec", "dense"):
             raise GenerateError(f"--attention must be 'vec' or 'dense', got {settings.attention!r}")
+        for flag, value in (("--steps", settings.steps), ("--ulysses", settings.ulysses)):
+            check_positive(flag, value)  # 0 is an error, not "the preset's"
         self.name, preset = resolve_model(settings.model)
         s = settings
-        s.height, s.width = s.height or preset.height, s.width or preset.width
-        s.frames, s.steps = s.frames or preset.frames, s.steps or preset.steps
-        s.guidance = preset.guidance if s.guidance is None else s.guidance
-        s.fps = s.fps or preset.fps
+
+        def given(value, default):
+            return default if value is None else value
+
+        s.height, s.width = given(s.height, preset.height), given(s.width, preset.width)
+        s.frames, s.steps = given(s.frames, preset.frames), given(s.steps, preset.steps)
+        s.guidance = given(s.guidance, preset.guidance)
+        s.fps = given(s.fps, preset.fps)
         check_sizes(s.height, s.width, s.frames, preset.spatial_multiple)
         if preset.task == "i2v" and not s.image:
             raise GenerateError(f"{self.name} is an image-to-video model: give the first frame with --image PATH")
@@ -161,11 +174,12 @@ class Generator:
                 raise GenerateError("--ulysses with HunyuanVideo needs --attention vec (vecdit's processor does its exchange)")
             enable_context_parallel(self.pipe.transformer, ContextParallelConfig(ulysses_degree=s.ulysses))
 
-    def render(self, prompt: str, seed: int, output: str, progress: bool = True) -> dict:
-        """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar."""
+    def render(self, prompt: str, seed: int, output: str, progress: bool | dict = True) -> dict:
+        """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar.
+        `progress`: the pipeline's bar over the denoising steps on or off, or its tqdm options."""
         check_output(output)
         s, pipe = self.settings, self.pipe
-        pipe.set_progress_bar_config(disable=not progress)
+        pipe.set_progress_bar_config(**(progress if isinstance(progress, dict) else dict(disable=not progress)))
         generator = torch.Generator(self.device).manual_seed(seed)
         phases = {}
         image = _load_image(s.image) if s.image else None

@@ -90,12 +90,24 @@ def trained_tiny_preset(folder: str) -> ModelPreset:
                    **_generation(export))
 
 
+def looks_like_path(model: str) -> bool:
+    """A --model value meant as a local folder (`./foo`, `/x/y`, `~/m`, `a/b/c`), not a hub id (`org/name`)."""
+    return (model.startswith((".", "/", "~")) or os.path.isabs(model) or "\\" in model or model.endswith("/")
+            or model.count("/") > 1)
+
+
 def resolve_model(model: str) -> tuple[str, ModelPreset]:
     """(name, preset) for a preset name, a hub id (`org/name`) or a local folder."""
     if model == "tiny" and tiny_model_folder() is not None:
         return model, trained_tiny_preset(tiny_model_folder())
     if model in PRESETS:
         return model, PRESETS[model]
+    if looks_like_path(model):
+        model = os.path.expanduser(model)
+        if not os.path.isdir(model):
+            what = "is a file, not a folder" if os.path.exists(model) else "does not exist"
+            raise GenerateError(f"--model {model!r}: the folder {what}; give a local diffusers folder (the one "
+                                f"`save_pretrained` writes), a hub id (org/name) or a preset ({', '.join(PRESETS)})")
     if os.path.isfile(os.path.join(model, "vecdit_tiny.json")):  # another tiny_train export: its sizes, not Wan's
         return model, replace(trained_tiny_preset(model), hub_id=model, flow_shift=None)  # its own scheduler
     if os.path.isdir(model) or (model.count("/") == 1 and not model.startswith((".", "/"))):
@@ -105,6 +117,12 @@ def resolve_model(model: str) -> tuple[str, ModelPreset]:
         # size unknown: no CUDA requirement (a small checkpoint can run on the CPU); I2V is told by --image
         return model, replace(base, hub_id=model, flow_shift=None, full_size=False, task="any")
     raise GenerateError(f"unknown --model {model!r}; choose one of {', '.join(PRESETS)}, a hub id (org/name) or a local folder")
+
+
+def check_positive(flag: str, value) -> None:
+    """A count the user gave (steps, prompts, samples) is a whole number >= 1."""
+    if value is not None and value < 1:
+        raise GenerateError(f"{flag} must be a whole number >= 1, got {value}")
 
 
 def check_sizes(height: int, width: int, frames: int, spatial_multiple: int = 16) -> None:
@@ -121,8 +139,8 @@ def check_sizes(height: int, width: int, frames: int, spatial_multiple: int = 16
                                 f"nearest valid: {nearest(max(value, spatial_multiple), spatial_multiple)}")
 
 
-def check_output(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
+def check_writable_folder(folder: str, what: str) -> None:
+    """`folder` exists (made if missing) and takes a new file; `what` names it in the error."""
     try:
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".vecdit-write-test-{os.getpid()}")
@@ -130,6 +148,11 @@ def check_output(path: str) -> None:
             pass
         os.remove(probe)
     except OSError as e:
-        raise GenerateError(f"cannot write --output {path!r} ({e.strerror}); choose a writable folder") from None
+        raise GenerateError(f"cannot write {what} ({e.strerror or type(e).__name__}); choose a writable folder") from None
+
+
+def check_output(path: str) -> None:
+    """Checked before any weights load: a bad --output fails at once, not after the model."""
     if not path.endswith((".mp4", ".npz")):
         raise GenerateError(f"--output must end in .mp4 (video) or .npz (raw frames), got {path!r}")
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), f"--output {path!r}")

@@ -67,7 +67,14 @@ def compare_dirs(dir_a: str, dir_b: str) -> dict:
         return {os.path.splitext(os.path.basename(p))[0]: p for ext in VIDEO_EXTS for p in glob.glob(os.path.join(d, "*" + ext))
                 if ".partial" not in p}
 
+    for label, d in (("DIR_A", dir_a), ("DIR_B", dir_b)):
+        if not os.path.isdir(d):
+            what = "is a file, not a folder" if os.path.exists(d) else "does not exist"
+            raise ValueError(f"{label} {d!r} {what}; give two folders of videos (.mp4 or .npz) named alike")
     a, b = index(dir_a), index(dir_b)
+    for label, d, found in (("DIR_A", dir_a, a), ("DIR_B", dir_b, b)):
+        if not found:
+            raise ValueError(f"{label} {d!r} holds no videos (.mp4 or .npz)")
     names = sorted(set(a) & set(b))
     if not names:
         raise ValueError(f"no videos with the same name in {dir_a!r} and {dir_b!r}")

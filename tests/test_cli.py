@@ -58,23 +58,109 @@ def test_tiny_random_is_the_offline_noise_model(tmp_path, monkeypatch):
         (["--height", "70"], "nearest valid: 64 or 80"),
         (["--attention", "vec", "--threshold", "1.5"], "threshold"),
         (["--attention", "vec", "--query-tiles", "4x4"], "query-tiles"),
-        (["--model", "nobody/no-such-model"], "huggingface-cli download nobody/no-such-model"),
+        (["--model", "nobody/no-such-model"], "(`hf download nobody/no-such-model`)"),
         (["--output", "/proc/no/such/dir/x.mp4"], "cannot write --output"),
         (["--output", "x.avi"], ".mp4"),
         (["--model", "wan2.2-i2v-a14b"], "give the first frame with --image"),
         (["--image", "x.png"], "--image needs an I2V model (wan2.1-i2v-14b-480p"),
         (["--model", "wan2.2-ti2v-5b", "--height", "720"], "multiple of 32 for this model; got 720, nearest valid: 704 or 736"),
         (["--max-density", "0.3"], "--max-density caps the min-p rule"),
+        (["--steps", "0"], "--steps must be a whole number >= 1, got 0"),
+        (["--steps", "-1"], "--steps must be a whole number >= 1, got -1"),
+        (["--frames", "0"], "--frames must be 4k+1; got 0"),
+        (["--ulysses", "0"], "--ulysses must be a whole number >= 1, got 0"),
+        (["--model", "./no-such-folder"], "--model './no-such-folder': the folder does not exist"),
+        (["--model", "/no/such/folder"], "--model '/no/such/folder': the folder does not exist"),
     ],
     ids=["unknown-model", "frames", "height", "threshold", "tiles", "hub-offline", "unwritable", "extension",
-         "i2v-needs-image", "t2v-takes-no-image", "ti2v-size", "max-density-without-threshold"],
+         "i2v-needs-image", "t2v-takes-no-image", "ti2v-size", "max-density-without-threshold", "steps-0",
+         "steps-negative", "frames-0", "ulysses-0", "missing-relative-folder", "missing-absolute-folder"],
 )
 def test_generate_errors_name_the_fix(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     code = main(["generate", "--prompt", "a fox", *argv])
     assert code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # no traceback; the error is one line, the last (the hub case: diffusers' own notes come first)
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+
+
+def _no_loading(monkeypatch):
+    """Argument errors come before any weights load: loading fails the test."""
+    from vecdit.pipelines import generate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(generate, "load_pipeline", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--prompt", "a fox", "--output", "/proc/no/such/dir/x.mp4"],
+         "cannot write --output '/proc/no/such/dir/x.mp4'"),
+        (["generate", "--prompt", "a fox", "--steps", "0"], "--steps must be a whole number >= 1, got 0"),
+        (["sample", "--prompts", "missing.txt", "--out", "s"],
+         "--prompts 'missing.txt' does not exist; give a text file with one prompt per line"),
+        (["sample", "--prompts", "empty.txt", "--out", "s"], "--prompts 'empty.txt' holds no prompts"),
+        (["sample", "--steps", "0", "--out", "s"], "--steps must be a whole number >= 1, got 0"),
+        (["sample", "--limit", "0", "--out", "s"], "--limit must be a whole number >= 1, got 0"),
+        (["sample", "--samples-per-prompt", "0", "--out", "s"], "--samples-per-prompt must be a whole number >= 1, got 0"),
+        (["sample", "--out", "/proc/no/such/dir"], "cannot write --out '/proc/no/such/dir'"),
+        (["calibrate", "--prompts", "missing.txt"], "--prompts 'missing.txt' does not exist"),
+        (["calibrate", "--prompt", "a fox", "--output", "/proc/no/such/dir/t.json"],
+         "cannot write --output '/proc/no/such/dir/t.json'"),
+        (["compare", "no-dense", "no-sparse"], "DIR_A 'no-dense' does not exist; give two folders of videos"),
+        (["compare", "empty", "no-sparse"], "DIR_B 'no-sparse' does not exist"),
+        (["compare", "empty", "empty"], "DIR_A 'empty' holds no videos"),
+    ],
+    ids=["generate-unwritable", "generate-steps", "sample-missing-prompts", "sample-empty-prompts", "sample-steps",
+         "sample-limit", "sample-samples-per-prompt", "sample-unwritable", "calibrate-missing-prompts",
+         "calibrate-unwritable", "compare-missing-a", "compare-missing-b", "compare-no-videos"],
+)
+def test_argument_errors_are_one_line_before_loading(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    _no_loading(monkeypatch)
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "empty").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"vecdit {argv[0]}: error: {message}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_is_fast_shows_defaults_and_imports_no_torch():
+    """`vecdit --help` loads neither torch nor diffusers; every option has help, defaults shown."""
+    code = (
+        "import sys\n"
+        "from vecdit.pipelines.cli import build_parser, main\n"
+        "for argv in (['--help'], ['generate', '--help'], ['sample', '--help'], ['compare', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'triton', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "400"})  # one help line per option
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    for shown in ("--model MODEL", "(default: tiny)", "(default: vec)", "--steps STEPS", "the model preset's",
+                  "(default: out.mp4)", "(default: vbench)", "--limit LIMIT", "(default: 5)", "default: DIR_B/compare"):
+        assert shown in done.stdout, shown
+
+    from vecdit.pipelines.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"vecdit {name} {action.option_strings or action.dest} has no help text"
 
 
 def test_full_size_model_without_cuda_errors(capsys, monkeypatch):
@@ -116,7 +202,7 @@ def test_sample_naming_seeds_resume_after_kill(tmp_path, monkeypatch):
     assert read_video(str(out / "a blue car-1.mp4")).shape[0] == 5
 
 
-def test_sample_vbench_suite_by_dimension(tmp_path, monkeypatch):
+def test_sample_vbench_suite_by_dimension(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "vbench"
     argv = ["sample", "--model", "tiny-random", "--suite", "vbench", "--dimension", "color", "--limit", "1",
@@ -125,9 +211,12 @@ def test_sample_vbench_suite_by_dimension(tmp_path, monkeypatch):
     first = load_vbench(["color"])[0]["prompt_en"]
     assert [p.name for p in out.glob("*.mp4")] == [sample_name(first, 0)]
     assert json.loads((out / "manifest.json").read_text())["settings"]["dimension"] == ["color"]
+    # progress: a bar over the videos, and the pipeline's over each video's steps
+    err = capsys.readouterr().err
+    assert "videos: 100%" in err and "1/1 [" in err and "steps:" in err
 
 
-def test_compare_identical_and_constructed_pair(tmp_path):
+def test_compare_identical_and_constructed_pair(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     rng = np.random.default_rng(0)
@@ -148,6 +237,13 @@ def test_compare_identical_and_constructed_pair(tmp_path):
     assert ssim(read_video(str(a / "v.npz")), read_video(str(a / "v.npz"))) == pytest.approx(1.0)
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report.md").read_text().count("|") > 10
+    # without --out: next to its inputs (the second folder), not the current folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert json.loads((b / "compare.json").read_text())["dir_b"] == str(b) and (b / "compare.md").exists()
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_generate_image_to_video_through_the_pipelines_own_call(tmp_path, monkeypatch):

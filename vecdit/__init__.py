@@ -1,20 +1,39 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""vecdit: vector-wise sparse attention for video diffusion transformers in diffusers."""
-from .ops import VectorSelection, vector_selection, vector_sparse_attention
-from .config import PRESETS, VecAttnConfig
-from .api import apply_vec_sparse, disable, enable, is_enabled, remove_vec_sparse, stats
-from .fp8 import quantize_fp8
+"""vecdit: vector-wise sparse attention for video diffusion transformers in diffusers.
+
+Names are loaded on first use (PEP 562): `import vecdit` alone imports neither torch nor
+diffusers, so `vecdit --help` starts at once.
+"""
+import importlib
 
 __version__ = "0.1.0"
 
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "VectorSelection": "ops", "vector_selection": "ops", "vector_sparse_attention": "ops",
+    "PRESETS": "config", "VecAttnConfig": "config",
+    "apply_vec_sparse": "api", "disable": "api", "enable": "api", "is_enabled": "api", "remove_vec_sparse": "api",
+    "stats": "api",
+    "quantize_fp8": "fp8",
+    # the processor imports diffusers' model code
+    "VecAttnProcessor": "processors",
+}
+_SUBMODULES = ("api", "bench", "config", "fp8", "lab", "ops", "parallel", "pipelines", "processors", "samples",
+               "schedule", "utils")
+
 
 def __getattr__(name):
-    # the processor imports diffusers' model code: load it on first use
-    if name == "VecAttnProcessor":
-        from vecdit.processors import VecAttnProcessor
-
-        return VecAttnProcessor
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"vecdit.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vecdit.{name}")
     raise AttributeError(f"module 'vecdit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
 __all__ = [

@@ -1,5 +1,9 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""One verb on, one verb off: `vecdit.enable(pipe, config)` / `vecdit.disable(pipe)`, and `vecdit.stats`."""
+"""One verb on, one verb off: `vecdit.enable(pipe, config)` / `vecdit.disable(pipe)`, and `vecdit.stats`.
+
+`disable` and `stats` also serve the one-liner `pipe.transformer.set_attn_processor(VecAttnProcessor())`:
+its step hook is attached on the first call, and `disable` puts back diffusers' default processors.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -14,6 +18,78 @@ _SAVED = "_vecdit_saved_processors"
 def _check_not_enabled(transformer) -> None:
     if getattr(transformer, _SAVED, None) is not None:
         raise ValueError(f"vecdit is already enabled on {type(transformer).__name__}; call vecdit.disable first")
+    if _hand_installed(transformer):
+        raise ValueError(f"vecdit processors are already set on {type(transformer).__name__} (set_attn_processor); "
+                         "call vecdit.disable first")
+
+
+def _vecdit_processor(processor) -> bool:
+    from vecdit.processors._sparse import SparseAttention
+
+    return isinstance(processor, SparseAttention)
+
+
+def _hand_installed(transformer) -> list[str]:
+    """Attention modules whose vecdit processor was set with `set_attn_processor`, not by `enable`."""
+    if getattr(transformer, _SAVED, None) is not None:
+        return []
+    return [name for name, p in transformer.attn_processors.items() if _vecdit_processor(p)]
+
+
+def default_processors(transformer) -> dict:
+    """{name: processor}: the processors diffusers gives a freshly built `transformer` (a skeleton
+    of the same class and config on the meta device: no memory, no weights), so every family's
+    own defaults (`WanAttnProcessor`, `HunyuanVideoAttnProcessor2_0` and the refiner's
+    `AttnProcessor2_0`, ...) without a table here. Where that cannot be built: each module's
+    `_default_processor_cls`, else diffusers' `AttnProcessor2_0`."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            fresh = type(transformer).from_config(transformer.config)
+        defaults = fresh.attn_processors
+        if set(defaults) == set(transformer.attn_processors):
+            return dict(defaults)
+    except Exception as e:  # noqa: BLE001 - a model class that cannot be built on meta: the fallback below
+        logger.info("vecdit: default processors of %s from its modules (%s)", type(transformer).__name__, e)
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    modules = dict(transformer.named_modules())
+    out = {}
+    for name in transformer.attn_processors:
+        cls = getattr(modules[name[: -len(".processor")]], "_default_processor_cls", None)
+        out[name] = cls() if cls is not None else AttnProcessor2_0()
+    return out
+
+
+def _remove_step_hook(transformer) -> None:
+    registry = getattr(transformer, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(VEC_STEP_HOOK) is not None:
+        registry.remove_hook(VEC_STEP_HOOK, recurse=False)
+
+
+def _remove_hand_installed(transformer) -> bool:
+    """Undo `set_attn_processor(VecAttnProcessor())`: the step hook removed and, on each module that
+    has a vecdit processor, diffusers' default processor (with the attention backend and parallel
+    config the vecdit one carried); other processors stay."""
+    names = _hand_installed(transformer)
+    if not names:
+        return False
+    _remove_step_hook(transformer)
+    current = transformer.attn_processors
+    defaults = default_processors(transformer)
+    processors = dict(current)
+    for name in names:
+        ours, stock = current[name], defaults[name]
+        for attr in ("_attention_backend", "_parallel_config"):
+            if getattr(ours, attr, None) is not None and hasattr(stock, attr):
+                setattr(stock, attr, getattr(ours, attr))
+        ours.step_hook = None  # installed again later, it attaches a fresh hook
+        processors[name] = stock
+    transformer.set_attn_processor(processors)
+    logger.info("vecdit removed from %s: diffusers' default processors on %d attention modules",
+                type(transformer).__name__, len(names))
+    return True
 
 
 def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler=None) -> None:
@@ -40,9 +116,7 @@ def remove_vec_sparse(transformer) -> bool:
     saved = getattr(transformer, _SAVED, None)
     if saved is None:
         return False
-    registry = getattr(transformer, "_diffusers_hook", None)
-    if registry is not None and registry.get_hook(VEC_STEP_HOOK) is not None:
-        registry.remove_hook(VEC_STEP_HOOK, recurse=False)
+    _remove_step_hook(transformer)
     transformer.set_attn_processor(dict(saved))  # set_attn_processor pops from the dict it gets
     setattr(transformer, _SAVED, None)
     return True
@@ -71,13 +145,16 @@ def enable(pipe, config: VecAttnConfig | None = None, fp8: bool = False) -> None
 
 
 def disable(pipe) -> None:
-    """Restore the processors that were there before `enable`, exactly (the same objects)."""
-    if not any([remove_vec_sparse(m) for m in transformers_of(pipe)]):
+    """Restore the processors that were there before `enable`, exactly (the same objects). On a
+    transformer whose vecdit processors were set by hand (`set_attn_processor(VecAttnProcessor())`),
+    remove the step hook and put diffusers' default processors back on those modules."""
+    if not any([remove_vec_sparse(m) or _remove_hand_installed(m) for m in transformers_of(pipe)]):
         logger.warning("vecdit.disable: vecdit is not enabled on %s", type(pipe).__name__)
 
 
 def is_enabled(pipe) -> bool:
-    return any(getattr(m, _SAVED, None) is not None for m in transformers_of(pipe))
+    """vecdit is on (by `enable`, or by `set_attn_processor` with a vecdit processor)."""
+    return any(getattr(m, _SAVED, None) is not None or _hand_installed(m) for m in transformers_of(pipe))
 
 
 def stats(pipe) -> dict:
@@ -89,11 +166,13 @@ def stats(pipe) -> dict:
     each record and each `by_layer` row names its `model` (0, or 1 for Wan2.2's `transformer_2`),
     `layer`, the `target` density (the top-k rule's; None under min-p) and the achieved one.
     """
-    records, history = [], []
+    records, history, hooks = [], [], []
     for index, model in enumerate(transformers_of(pipe)):
         hook = get_step_hook(model)
         if hook is None:
             continue
+        hooks.append(hook)
+        hook.record_stats()  # a forward that has not been recorded yet (a one-liner's first)
         target = hook.config.budget() if hook.config.rule == "topk" else None
         tracker = hook.t if hook.t.history else hook.last
         history += tracker.history
@@ -104,6 +183,8 @@ def stats(pipe) -> dict:
                 "target": target, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
                 "selection_ms": Timer.elapsed_ms(*events[:2]), "attention_ms": Timer.elapsed_ms(*events[1:]),
             })
+    if not records:
+        _explain_no_stats(pipe, hooks)
     by_step, by_layer = defaultdict(list), defaultdict(list)
     for r in records:
         by_step[r["step"]].append(r["density"])
@@ -112,3 +193,16 @@ def stats(pipe) -> dict:
               for (m, layer, target), v in sorted(by_layer.items(), key=lambda kv: kv[0][:2])]
     return {"records": records, "by_step": {s: sum(v) / len(v) for s, v in sorted(by_step.items())},
             "by_layer": layers, "history": history}
+
+
+def _explain_no_stats(pipe, hooks) -> None:
+    """One warning line on why `stats` is empty."""
+    name = type(pipe).__name__
+    if hooks and not any(h.config.collect_stats for h in hooks):
+        logger.warning("vecdit.stats: nothing recorded on %s: `collect_stats` is off; install vecdit with "
+                       "VecAttnConfig(collect_stats=True)", name)
+    elif not hooks and is_enabled(pipe):
+        logger.warning("vecdit.stats: nothing recorded on %s yet: vecdit has not run (generate first)", name)
+    elif not hooks:
+        logger.warning("vecdit.stats: vecdit is not on %s: vecdit.enable(pipe, config) or "
+                       "set_attn_processor(VecAttnProcessor(config)) first", name)

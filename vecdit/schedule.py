@@ -245,6 +245,8 @@ class VecStepHook(ModelHook):
         return Phase.SELECT
 
     def pre_forward(self, module, *args, **kwargs):
+        # a forward that ran without `post_forward`: the one in flight when `find_or_attach_hook` attached us
+        self.record_stats()
         self.parallel_config = getattr(module, "_parallel_config", None)
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         self.begin_forward(timestep, self.state_manager._context)
@@ -259,8 +261,15 @@ class VecStepHook(ModelHook):
         return args, kwargs
 
     def post_forward(self, module, output):
-        """`collect_stats`: one record per module that measured something in this forward (a layer
-        a cache skipped has none), with its layer index, read here, eagerly."""
+        self.record_stats()
+        return output
+
+    def record_stats(self) -> None:
+        """`collect_stats`: one record per module that measured something in the last forward (a
+        layer a cache skipped has none), with its layer index, read here, eagerly. Run after every
+        forward, and also before the next one, at the reset and by `vecdit.stats`: a processor set
+        with plain `set_attn_processor` attaches this hook during its first forward, which then
+        ends without `post_forward`."""
         if self.config.collect_stats:
             t = self.t
             for layer, m in enumerate(self.modules):
@@ -269,7 +278,6 @@ class VecStepHook(ModelHook):
                     t.stats.append(LayerStats(t.step, t.branch, layer, t.phase.value, measured["density"],
                                               measured.get("events")))
                 measured.clear()
-        return output
 
     def reconfigure(self, config: VecAttnConfig) -> None:
         """Switch to `config` (the forward in flight too); selections made under the old one are dropped."""
@@ -283,6 +291,7 @@ class VecStepHook(ModelHook):
             self.t.history[-1] = (self.t.branch, self.t.step, self.t.phase.value)
 
     def reset_state(self, module):
+        self.record_stats()
         if self.t.history:
             self.clear_selections()
             self.last = self.t
