@@ -40,16 +40,21 @@ class GenerateSettings:
     reuse_interval: int | None = None
     random_weights: bool = False
     ulysses: int = 1  # diffusers context parallelism over this many processes (launched by torchrun)
+    compensate: bool = True  # False: the selected keys alone (--no-compensate)
     fps: int | None = None
     extra: dict = field(default_factory=dict)
 
 
-def attention_config(name: str, s: GenerateSettings, preset_density: float | None = None) -> VecAttnConfig:
-    """vecdit's preset for `name`, at the model preset's own density where it names one (the trained
-    tiny model: at 2,304 tokens a 25% budget keeps two thirds of its attention), then the flags."""
+def attention_config(name: str, s: GenerateSettings, preset_density: float | None = None,
+                     preset_tiles: tuple[int, int, int] | None = None) -> VecAttnConfig:
+    """vecdit's preset for `name`, at the model preset's own density and query tiles where it names
+    them (the trained tiny model: at 2,304 tokens a 25% budget keeps two thirds of its attention, and
+    its README video keeps its motion on 4x4x4 tiles, not on 4x4x8), then the flags."""
     base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
     if preset_density is not None:
         base = replace(base, density=preset_density)
+    if preset_tiles is not None:
+        base = replace(base, query_tiles=preset_tiles)
     overrides = dict(collect_stats=True)
     if s.max_density is not None and s.threshold is None:
         raise GenerateError("--max-density caps the min-p rule: give it with --threshold (the top-k rule takes --density)")
@@ -65,6 +70,8 @@ def attention_config(name: str, s: GenerateSettings, preset_density: float | Non
             overrides[flag] = int(value) if float(value) >= 1 else float(value)
     if s.reuse_interval is not None:
         overrides["reuse_interval"] = s.reuse_interval
+    if not s.compensate:
+        overrides["compensate"] = False
     try:
         return replace(base, **overrides)
     except ValueError as e:  # the config's message names the field; say which flag sets it
@@ -159,7 +166,8 @@ class Generator:
         if preset.full_size and self.device != "cuda":
             raise GenerateError(f"{self.name} is a full-size model and needs a CUDA GPU; on this machine use --model tiny")
         self.settings, self.preset = s, preset
-        self.config = attention_config(self.name, s, preset.density) if s.attention == "vec" else None
+        self.config = (attention_config(self.name, s, preset.density, preset.query_tiles) if s.attention == "vec"
+                       else None)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(self.name, preset, self.device, s.random_weights)
         self.load_seconds = time.perf_counter() - t0

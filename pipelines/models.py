@@ -22,6 +22,7 @@ class ModelPreset:
     task: str = "t2v"  # "t2v" or "i2v" (needs --image)
     spatial_multiple: int = 16  # pixels per latent token side: VAE compression x patch size
     density: float | None = None  # vecdit's top-k density where this model needs its own (None: vecdit's preset)
+    query_tiles: tuple[int, int, int] | None = None  # vecdit's query tiles where this model needs its own
 
 
 PRESETS = {
@@ -71,13 +72,15 @@ def _tiny_export(folder: str) -> dict:
 
 def _generation(export: dict) -> dict:
     chosen = export.get("generation", {})
-    return {"guidance": chosen.get("guidance", PRESETS["tiny"].guidance), "density": chosen.get("density")}
+    tiles = chosen.get("query_tiles")
+    return {"guidance": chosen.get("guidance", PRESETS["tiny"].guidance), "density": chosen.get("density"),
+            "query_tiles": tuple(tiles) if tiles else None}
 
 
 def tiny_generation(folder: str) -> dict:
     """How a `tiny_train` export is meant to be sampled (its vecdit_tiny.json's "generation": CFG
-    scale and vecdit's density), chosen per model from dense and sparse checks, not trained; the
-    tiny preset's CFG and the wan presets' density where the file names none."""
+    scale, vecdit's density and query tiles), chosen per model from dense and sparse checks, not
+    trained; the tiny preset's CFG and the wan presets' density and tiles where the file names none."""
     return _generation(_tiny_export(folder))
 
 

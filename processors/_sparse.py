@@ -13,7 +13,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from vecdit.config import VecAttnConfig
 from vecdit.ops import (
     SelectionBitmask,
-    vec_sparse_attention_reference,
+    masked_sparse_attention,
     vector_selection,
     vector_selection_bitmask,
     vector_selection_reference,
@@ -108,7 +108,7 @@ class SparseAttention:
         kernel = q.dtype in SUPPORTED_DTYPES and q.shape[-1] in SUPPORTED_HEAD_DIMS and use_triton(q)
         if not kernel:
             warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
-                      "running the PyTorch reference (slow, for tests and CPU)")
+                      "running the PyTorch path (the selection as an SDPA mask)")
         keep_for_reuse = slot is not None and getattr(module, KEEP_FLAG, False)
         if kernel and cfg.rule == "topk" and cfg.budget() > cfg.dense_fallback_density:
             # the budget keeps nearly everything: cuDNN/flash dense is faster, and nothing is selected
@@ -141,7 +141,7 @@ class SparseAttention:
         elif kernel:
             out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, compensate=cfg.compensate)
         else:
-            out = vec_sparse_attention_reference(q, k, v, selection, dense_range or (0, 0), compensate=cfg.compensate)[0]
+            out = masked_sparse_attention(q, k, v, selection, dense_range or (0, 0), compensate=cfg.compensate)
         if collect:
             per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
             if fallback:  # dense ran: every key was attended

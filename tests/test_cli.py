@@ -35,6 +35,7 @@ def test_readme_main_command_writes_a_playable_mp4(tmp_path):
 
     chosen = tiny_generation(tiny_model_folder())
     assert side["settings"]["guidance"] == chosen["guidance"] and side["vecdit_config"]["density"] == chosen["density"]
+    assert tuple(side["vecdit_config"]["query_tiles"]) == chosen["query_tiles"] and side["vecdit_config"]["compensate"] is True
     assert side["vecdit_config"]["threshold"] is None and side["density"] == pytest.approx(chosen["density"], abs=0.01)
 
 
@@ -47,7 +48,9 @@ def test_tiny_random_is_the_offline_noise_model(tmp_path, monkeypatch):
     assert read_video(str(out)).shape == (9, 128, 128, 3)
     side = json.loads((tmp_path / "noise.json").read_text())
     assert side["random_weights"] is True and side["settings"]["steps"] == 4
-    assert side["density"] == pytest.approx(0.25, abs=0.01)  # the default rule keeps its density on random weights too
+    from vecdit.config import PRESET_DENSITY
+
+    assert side["density"] == pytest.approx(PRESET_DENSITY, abs=0.01)  # the top-k rule keeps its density on random weights too
 
 
 @pytest.mark.parametrize(
@@ -268,7 +271,9 @@ def test_generate_image_to_video_through_the_pipelines_own_call(tmp_path, monkey
     assert code == 0 and out.stat().st_size > 0
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["settings"]["image"] == str(image)
-    assert side["density"] == pytest.approx(0.25, abs=0.02)
+    from vecdit.config import PRESET_DENSITY
+
+    assert side["density"] == pytest.approx(PRESET_DENSITY, abs=0.02)
 
 
 def test_pipeline_benchmark_smoke_run_on_the_tiny_model(tmp_path):

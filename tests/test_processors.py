@@ -7,6 +7,7 @@ import torch
 
 import vecdit
 from vecdit import VecAttnConfig
+from vecdit.config import PRESET_DENSITY
 from vecdit.pipelines.tiny import tiny_hunyuan_transformer, tiny_wan_pipeline, tiny_wan_transformer
 from vecdit.processors import VecAttnProcessor
 
@@ -252,7 +253,7 @@ def test_config_validation_presets_and_round_trip():
     for name in PRESETS:
         cfg = VecAttnConfig.for_model(name, reuse_interval=2)
         assert cfg.reuse_interval == 2 and VecAttnConfig.from_dict(copy.deepcopy(cfg.to_dict())) == cfg
-        assert cfg.rule == "topk" and cfg.budget() == 0.25
+        assert cfg.rule == "topk" and cfg.budget() == PRESET_DENSITY and cfg.compensate is True
     assert VecAttnConfig.for_model("wan2.2-t2v-a14b") is not PRESETS["wan2.2-t2v-a14b"]
     with pytest.raises(ValueError, match="wan2.1-t2v-1.3b"):
         VecAttnConfig.for_model("wan3")

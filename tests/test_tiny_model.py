@@ -89,7 +89,7 @@ def test_quality_check_dense_vs_sparse_on_the_tiny_pipeline():
     from vecdit.pipelines.tiny_quality import quality
 
     result = quality(tiny_wan_pipeline(), {"size": 128, "frames": 9}, steps=2, prompts=("a red circle moving right",),
-                     densities=(0.25, 1.0), orders=("tiles",))
+                     densities=(0.25, 1.0), variants=(("tiles", True),))
     by_density = {r["density"]: r for r in result["rows"]}
     assert by_density[1.0]["psnr"] > 40 and by_density[1.0]["ssim"] > 0.99
     assert by_density[0.25]["psnr"] < by_density[1.0]["psnr"]

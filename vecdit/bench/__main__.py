@@ -1,5 +1,5 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""`python -m vecdit.bench attention|transformer [...] [--out bench/results]` (GPU only)."""
+"""`python -m vecdit.bench attention|transformer|... [--out bench/results]` (GPU; `cpu` on the CPU)."""
 from __future__ import annotations
 
 import argparse
@@ -125,6 +125,9 @@ def main(argv=None) -> int:
                     choices=["hunyuanvideo", "wan2.1-t2v-14b"])
     f8.add_argument("--no-torchao", action="store_true", help="time vecdit's Float8Linear only")
     f8.add_argument("--out", default="bench/results")
+    cp = sub.add_parser("cpu", help="the README's first command on this machine's CPU, dense and vecdit")
+    cp.add_argument("--repeats", type=int, default=1, help="generations per attention; the fastest is reported")
+    cp.add_argument("--out", default="bench/results")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
@@ -132,6 +135,10 @@ def main(argv=None) -> int:
     tr.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     tr.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
+    if args.what == "cpu":
+        from .cpu import main_cpu
+
+        return main_cpu(args)
     if args.what == "pipeline" and args.device == "cpu":
         if not all(m.startswith("tiny") for m in args.models) or "vecdit-compile" in args.variants:
             print("--device cpu runs only the tiny models, without vecdit-compile (a smoke run)", file=sys.stderr)

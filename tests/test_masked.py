@@ -1,0 +1,39 @@
+# Copyright 2026 The vecdit authors. Apache-2.0.
+"""The CPU path (the selection as an SDPA mask) against the plain reference."""
+import math
+
+import pytest
+import torch
+
+from vecdit.ops import QueryTiles, VectorSelection, vec_sparse_attention_reference, vector_selection_reference
+from vecdit.ops.masked import HEAD_BLOCK, masked_sparse_attention
+
+
+@pytest.mark.parametrize("compensate", [False, "query", "pooled"])
+def test_masked_path_matches_the_reference(compensate):
+    # a ragged 3x7x9 grid in 4x4x4 tiles, more heads than one SDPA call takes, text keys after the
+    # scored ones, a block that keeps nothing and one that keeps everything
+    grid, text, heads = (3, 7, 9), 13, HEAD_BLOCK + 2
+    seq = math.prod(grid)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, seq, heads, 64, generator=g)
+    k = torch.randn(2, seq + text, heads, 64, generator=g) * 2
+    v = torch.randn(2, seq + text, heads, 64, generator=g)
+    tiles = QueryTiles(grid)
+    keep = torch.rand(2, heads, tiles.num_blocks(seq), seq, generator=g) < 0.25
+    keep[0, 1, 0], keep[1, 2, 1] = False, True
+    sel = VectorSelection.from_mask(keep, tiles)
+    for dense_range in ((seq, seq + text), (0, 0)):
+        ref, _ = vec_sparse_attention_reference(q, k, v, sel, dense_range, compensate=compensate)
+        got = masked_sparse_attention(q, k, v, sel, dense_range, compensate=compensate)
+        assert float((got - ref).norm() / ref.norm()) < 1e-5
+        assert torch.isfinite(got).all()
+
+
+def test_masked_path_with_a_budgeted_selection_in_bf16():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 128, 2, 64, generator=g).to(torch.bfloat16) for _ in range(3))
+    sel = vector_selection_reference(q, k, None, max_density=0.3, query_tiles=QueryTiles((2, 8, 8)))
+    ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel)
+    got = masked_sparse_attention(q, k, v, sel)
+    assert got.dtype == torch.bfloat16 and float((got.float() - ref).norm() / ref.norm()) < 2e-2
