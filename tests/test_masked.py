@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from vecdit.ops import QueryTiles, VectorSelection, vec_sparse_attention_reference, vector_selection_reference
-from vecdit.ops.masked import HEAD_BLOCK, masked_sparse_attention
+from vecdit.ops.masked import masked_sparse_attention
 
 
 @pytest.mark.parametrize("compensate", [False, "query", "pooled"])
 def test_masked_path_matches_the_reference(compensate):
-    # a ragged 3x7x9 grid in 4x4x4 tiles, more heads than one SDPA call takes, text keys after the
-    # scored ones, a block that keeps nothing and one that keeps everything
-    grid, text, heads = (3, 7, 9), 13, HEAD_BLOCK + 2
+    # a ragged 3x7x9 grid in 4x4x4 tiles (edge tiles, a short last block), two videos, text keys after
+    # the scored ones, a block that keeps nothing and one that keeps everything
+    grid, text, heads = (3, 7, 9), 13, 3
     seq = math.prod(grid)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(2, seq, heads, 64, generator=g)
@@ -24,10 +24,11 @@ def test_masked_path_matches_the_reference(compensate):
     keep[0, 1, 0], keep[1, 2, 1] = False, True
     sel = VectorSelection.from_mask(keep, tiles)
     for dense_range in ((seq, seq + text), (0, 0)):
-        ref, _ = vec_sparse_attention_reference(q, k, v, sel, dense_range, compensate=compensate)
-        got = masked_sparse_attention(q, k, v, sel, dense_range, compensate=compensate)
-        assert float((got - ref).norm() / ref.norm()) < 1e-5
-        assert torch.isfinite(got).all()
+        ref, ref_lse = vec_sparse_attention_reference(q, k, v, sel, dense_range, compensate=compensate)
+        got, lse = masked_sparse_attention(q, k, v, sel, dense_range, compensate=compensate, return_lse=True)
+        assert float((got - ref).norm() / ref.norm()) < 1e-5 and torch.isfinite(got).all()
+        finite = torch.isfinite(ref_lse)
+        assert torch.allclose(lse[finite], ref_lse[finite], atol=1e-4) and torch.equal(finite, torch.isfinite(lse))
 
 
 def test_masked_path_with_a_budgeted_selection_in_bf16():

@@ -1,67 +1,94 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""The sparse attention off the GPU kernels (CPU tensors, fp32, other head sizes): the selection as
-an additive mask of `scaled_dot_product_attention`, a few heads per call, the dropped keys'
-compensation as extra key columns. At the tiny model's 2,304 tokens a masked SDPA call costs about
-what a dense one does, where the plain reference (`reference.vec_sparse_attention_reference`, the
-tests' oracle) loops over heads with explicit fp32 probabilities.
+"""The sparse attention off the GPU kernels (CPU tensors, fp32, other head sizes), as one SDPA call.
+
+Queries are put in block order and each (batch x head, query block) is one SDPA "head" whose keys
+are the head's keys broadcast (a stride-0 view, no copy) and whose mask is the block's row of the
+selection, broadcast over the block's queries: no [Sq, Sk] mask is built. At the tiny model's size
+(2,304 tokens, 4 heads) the call costs about 1.2x a dense one. The dropped keys' compensation is
+merged by log-sum-exp: per query tile (`pooled`) or from a second small call over the 64-key
+group means (`query`). The plain reference (`reference.vec_sparse_attention_reference`) stays the
+tests' oracle.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means
+from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means, pooled_part
 from .tiles import QueryTiles
 
-# (batch x heads) per SDPA call: bounds the additive mask, [heads, Sq, Sk + groups] in q's dtype
-HEAD_BLOCK = 4
+
+def _attention(q, k, v, mask, scale):
+    """(out, lse) of SDPA's CPU flash kernel (the public SDPA does not return the lse); q
+    `[N, M, L, D]`, k/v `[N, M, S, D]` (broadcast views welcome), mask `[N, M, 1, S]` additive."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask,
+                                                                         scale=scale)[:2]
+    return out, lse
+
+
+def _merge(out, lse, part_out, part_lse):
+    """Two attention parts merged by their (natural) lse; -inf parts weigh nothing."""
+    m = torch.maximum(lse, part_lse)
+    m = torch.where(torch.isinf(m), 0.0, m)
+    w, pw = torch.exp(lse - m), torch.exp(part_lse - m)
+    total = w + pw
+    merged = (out * w[..., None] + part_out * pw[..., None]) / torch.where(total > 0, total, 1.0)[..., None]
+    return merged, torch.where(total > 0, m + torch.log(torch.where(total > 0, total, 1.0)), -math.inf)
 
 
 def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None,
-                            compensate=True) -> torch.Tensor:
-    """`vector_sparse_attention`'s output (no lse) through SDPA with the selection as a mask: the
-    same function as `vec_sparse_attention_reference` within rounding. q, k, v `[B, S, H, D]`."""
+                            compensate=True, return_lse=False):
+    """`vector_sparse_attention` on the CPU: the same function as `vec_sparse_attention_reference`
+    within rounding. q, k, v `[B, S, H, D]`; returns out (and lse `[B, H, S]` fp32)."""
     mode = compensation_mode(compensate)
     batch, seq_q, heads, dim = q.shape
-    num_keys = k.shape[1]
-    scale = dim ** -0.5 if scale is None else scale
+    num_keys, nqb = k.shape[1], selection.num_query_blocks
+    scale = dim ** -0.5 if scale is None else float(scale)
     if token_block is None:
         tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
         token_block = tiles.token_blocks(seq_q, q.device)
     token_block = token_block.to(q.device)
+    members = torch.bincount(token_block, minlength=nqb)
+    block = int(members.max())
+    order = torch.argsort(token_block, stable=True)  # tokens grouped by query block
     start, end = dense_range
-    # per query block: 0 where attended, -inf elsewhere; gathered once per token in each head block
-    keep = selection.to_mask()
-    block_bias = torch.full((batch, heads, selection.num_query_blocks, num_keys), -math.inf, dtype=q.dtype,
-                            device=q.device)
-    block_bias[..., :selection.num_keys].masked_fill_(keep, 0.0)
-    block_bias[..., start:end] = 0.0
-    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, S, D] views
+    rows = batch * heads
+    # queries in block order, the last block padded: [B * H, NQB, block, D]
+    qb = torch.nn.functional.pad(q.index_select(1, order), (0, 0, 0, 0, 0, nqb * block - seq_q))
+    qb = qb.transpose(1, 2).reshape(rows, nqb, block, dim)
+
+    def broadcast(x):  # [B, S', H, D] -> [B * H, NQB, S', D], NQB a stride-0 view
+        x = x.transpose(1, 2).reshape(rows, x.shape[1], dim)
+        return x[:, None].expand(rows, nqb, x.shape[1], dim)
+
+    bias = torch.full((batch, heads, nqb, num_keys), -math.inf, dtype=torch.float32, device=q.device)
+    bias[..., :selection.num_keys].masked_fill_(selection.to_mask(), 0.0)
+    bias[..., start:end] = 0.0
+    bias = bias.view(rows, nqb, 1, num_keys)
+    empty = torch.isinf(bias).all(-1, keepdim=True)  # SDPA gives NaN there; the kernel gives zeros
+    out, lse = _attention(qb, broadcast(k), broadcast(v), bias.masked_fill(empty, 0.0), scale)
+    out, lse = out.float().masked_fill(empty, 0.0), lse.masked_fill(empty[..., 0], -math.inf)
     if mode is not None:
         check_compensation_range(selection.num_keys, start, end)
-        kept = selection.kept_per_word().view(batch, heads, selection.num_query_blocks, -1).to(q.device)
-        log_dropped = torch.log(group_sizes(selection.num_keys, q.device) - kept.float())  # -inf: nothing dropped
-        k_mean32 = key_group_means(k, selection.num_keys)
-        kt = torch.cat([kt, k_mean32.to(q.dtype)], 2)
-        vt = torch.cat([vt, key_group_means(v, selection.num_keys).to(q.dtype)], 2)
-        block_bias = torch.cat([block_bias, log_dropped.to(q.dtype)], -1)
-        if mode == "pooled":  # SDPA scores q_i . mean_key; the bias moves it to the tile's mean query
-            members = torch.bincount(token_block, minlength=selection.num_query_blocks).clamp_min(1).to(torch.float32)
-            pooled = torch.zeros(batch, heads, selection.num_query_blocks, dim, device=q.device).index_add_(
-                2, token_block, qt.float()) / members[:, None]
-    # a row with no finite score would give NaN in SDPA; the kernel gives zeros there
-    empty = torch.isinf(block_bias).all(-1)  # [B, H, NQB]
-    block_bias.masked_fill_(empty[..., None], 0.0)
-    out = torch.empty_like(qt)
-    for first in range(0, heads, HEAD_BLOCK):
-        hs = slice(first, first + HEAD_BLOCK)
-        bias = block_bias[:, hs].index_select(2, token_block)  # [B, h, Sq, Sk (+ G)]
+        kept = selection.kept_per_word().to(q.device)  # [B * H * NQB, G]
+        k_mean, v_mean = key_group_means(k, selection.num_keys), key_group_means(v, selection.num_keys)
         if mode == "pooled":
-            groups = k_mean32.shape[2]
-            delta = (pooled[:, hs].index_select(2, token_block) - qt[:, hs].float()) @ k_mean32[:, hs].transpose(-1, -2) * scale
-            bias[..., -groups:] += delta.to(q.dtype)
-        o = F.scaled_dot_product_attention(qt[:, hs], kt[:, hs], vt[:, hs], attn_mask=bias, scale=scale)
-        out[:, hs] = o.masked_fill(empty[:, hs].index_select(2, token_block)[..., None], 0.0)
-    return out.transpose(1, 2)
+            pooled = qb.float().sum(2) / members.clamp_min(1).float()[:, None]  # [B * H, NQB, D]
+            part_out, part_lse = pooled_part(pooled * scale, k_mean, v_mean, kept, selection.num_keys)
+            part_out = part_out.view(rows, nqb, 1, dim).expand(rows, nqb, block, dim)
+            part_lse = part_lse.view(rows, nqb, 1).expand(rows, nqb, block)
+        else:
+            log_dropped = torch.log(group_sizes(selection.num_keys, q.device) - kept.float()).view(rows, nqb, 1, -1)
+            none = torch.isinf(log_dropped).all(-1, keepdim=True)
+            means = (x.to(q.dtype).view(rows, 1, -1, dim).expand(rows, nqb, -1, dim) for x in (k_mean, v_mean))
+            part_out, part_lse = _attention(qb, *means, log_dropped.masked_fill(none, 0.0), scale)
+            part_lse = part_lse.masked_fill(none[..., 0], -math.inf)
+        out, lse = _merge(out, lse, part_out.float(), part_lse)
+    # back to token order
+    out = out.reshape(batch, heads, nqb * block, dim)[:, :, :seq_q]
+    lse = lse.reshape(batch, heads, nqb * block)[:, :, :seq_q]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(seq_q, device=q.device)
+    out = out.index_select(2, inverse).transpose(1, 2).to(q.dtype)
+    return (out, lse.index_select(2, inverse)) if return_lse else out
