@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="a trained tiny pipeline folder (default: the packaged one)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts of the set")
+    p.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES), help="vecdit's top-k densities")
     p.add_argument("--compensate", nargs="+", default=["none", "default"], choices=["none", "default", "query", "pooled"],
                    help="the tile-order variants: uncompensated, the default compensation, or a mode")
     p.add_argument("--out", default="bench/results")
@@ -250,8 +251,8 @@ def main(argv=None) -> int:
     strips = {}
     modes = {"none": False, "default": True, "query": "query", "pooled": "pooled"}
     variants = tuple(("tiles", modes[m]) for m in args.compensate)
-    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], variants=variants, device=device, strips=strips,
-                     guidance=guidance)
+    result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], densities=tuple(args.densities), variants=variants,
+                     device=device, strips=strips, guidance=guidance)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")

@@ -31,3 +31,22 @@ def poison_empty(monkeypatch):
 @pytest.fixture
 def device():
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+README_PROMPT = "a red circle moving right"
+
+
+@pytest.fixture(scope="session")
+def readme_video(tmp_path_factory):
+    """The README's first command, run once as a user runs it (the installed `vecdit`, offline):
+    (the mp4's path, the finished process). The CLI test checks the command, the tiny model's
+    tests read the video back."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("readme") / "circle.mp4"
+    launcher = [shutil.which("vecdit")] if shutil.which("vecdit") else [sys.executable, "-m", "vecdit.pipelines.cli"]
+    cmd = launcher + ["generate", "--model", "tiny", "--prompt", README_PROMPT, "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return out, done

@@ -127,15 +127,17 @@ TRAINED = __import__("vecdit.pipelines.models", fromlist=["x"]).tiny_model_folde
 
 
 @pytest.fixture(scope="module")
-def trained_circle(tmp_path_factory):
+def trained_circle(tmp_path_factory, readme_video):
     """The README's first command with the packaged trained model (vecdit at the model's own density
-    and CFG scale, from its vecdit_tiny.json), the same generation dense, and dense from another
-    seed: the videos' frames."""
+    and CFG scale, from its vecdit_tiny.json; run once for the whole session, conftest.py), the same
+    generation dense, and dense from another seed: the videos' frames."""
     from vecdit.pipelines.cli import main
     from vecdit.pipelines.generate import read_video
 
-    folder, videos = tmp_path_factory.mktemp("circle"), {}
-    for attention, seed in (("vec", 0), ("dense", 0), ("dense-seed-1", 1)):
+    out, done = readme_video
+    assert done.returncode == 0, done.stderr
+    folder, videos = tmp_path_factory.mktemp("circle"), {"vec": read_video(str(out))}
+    for attention, seed in (("dense", 0), ("dense-seed-1", 1)):
         out = folder / f"{attention}.mp4"
         assert main(["generate", "--model", "tiny", "--prompt", "a red circle moving right", "--seed", str(seed),
                      "--attention", attention.split("-")[0], "--output", str(out)]) == 0
