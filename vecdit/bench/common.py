@@ -45,7 +45,7 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
     (default: the kernel's output with `compensate`); with `compensate`, the reference adds each
     64-key group's dropped keys as one more softmax column (`vecdit.ops.compensation`)."""
     from vecdit.ops import vector_sparse_attention
-    from vecdit.ops.compensation import compensation_mode, group_sizes, key_group_means
+    from vecdit.ops.compensation import compensation_logits_reference, compensation_mode
     from vecdit.ops.reference import _attention_with_columns
 
     mode = compensation_mode(compensate)
@@ -54,9 +54,7 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
     from vecdit.ops import QueryTiles
 
     if mode is not None:
-        k_mean, v_mean = key_group_means(k, selection.num_keys), key_group_means(v, selection.num_keys)
         kept = selection.kept_per_word()
-        sizes = group_sizes(selection.num_keys, q.device)
 
     g = torch.Generator().manual_seed(seed)
     heads, nqb = selection.heads, selection.num_query_blocks
@@ -76,13 +74,14 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
         if mode is None:
             o, _ = attention_reference(q[:, rows, h:h + 1], k[:, cols, h:h + 1], v[:, cols, h:h + 1])
         else:
-            qr = q[0, rows, h].float()
-            scorer = qr.mean(0, keepdim=True) if mode == "pooled" else qr
-            dropped = sizes - kept[row].float()
-            extra = torch.where(dropped > 0, scorer @ k_mean[0, h].T * q.shape[-1] ** -0.5 + torch.log(dropped.clamp_min(1)),
-                                float("-inf")).expand(len(rows), -1)
+            # the block as a one-block problem: its rows, all keys' group means, its kept counts
+            sl = (slice(0, 1), slice(None), slice(h, h + 1))
+            extra, v_mean = compensation_logits_reference(
+                q[:, rows, h:h + 1], k[sl], v[sl], kept[row].view(1, 1, 1, -1), selection.num_keys,
+                q.shape[-1] ** -0.5, torch.zeros(len(rows), dtype=torch.long, device=q.device), mode)
             keep = torch.ones(len(rows), len(cols), dtype=torch.bool, device=q.device)
-            o, _ = _attention_with_columns(qr, k[0, cols, h], v[0, cols, h], keep, q.shape[-1] ** -0.5, extra, v_mean[0, h])
+            o, _ = _attention_with_columns(q[0, rows, h], k[0, cols, h], v[0, cols, h], keep, q.shape[-1] ** -0.5,
+                                           extra[0, 0], v_mean[0, 0])
             o = o[None, :, None]
         got = out[:, rows, h:h + 1].float()
         worst = max(worst, float((got - o).norm() / o.norm().clamp_min(1e-30)))

@@ -16,6 +16,7 @@ import math
 import torch
 
 from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means, pooled_part
+from .reference import merge_segments_reference
 from .tiles import QueryTiles
 
 
@@ -25,16 +26,6 @@ def _attention(q, k, v, mask, scale):
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask,
                                                                          scale=scale)[:2]
     return out, lse
-
-
-def _merge(out, lse, part_out, part_lse):
-    """Two attention parts merged by their (natural) lse; -inf parts weigh nothing."""
-    m = torch.maximum(lse, part_lse)
-    m = torch.where(torch.isinf(m), 0.0, m)
-    w, pw = torch.exp(lse - m), torch.exp(part_lse - m)
-    total = w + pw
-    merged = (out * w[..., None] + part_out * pw[..., None]) / torch.where(total > 0, total, 1.0)[..., None]
-    return merged, torch.where(total > 0, m + torch.log(torch.where(total > 0, total, 1.0)), -math.inf)
 
 
 def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None,
@@ -84,7 +75,11 @@ def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, 
             means = (x.to(q.dtype).view(rows, 1, -1, dim).expand(rows, nqb, -1, dim) for x in (k_mean, v_mean))
             part_out, part_lse = _attention(qb, *means, log_dropped.masked_fill(none, 0.0), scale)
             part_lse = part_lse.masked_fill(none[..., 0], -math.inf)
-        out, lse = _merge(out, lse, part_out.float(), part_lse)
+        # two parts merged by lse, as key segments are: [2, B * H, L, 1, D] and [2, B * H, 1, L]
+        length = nqb * block
+        out, lse = merge_segments_reference(torch.stack([out, part_out.float()]).view(2, rows, length, 1, dim),
+                                            torch.stack([lse, part_lse]).view(2, rows, 1, length))
+        out, lse = out.view(rows, nqb, block, dim), lse.view(rows, nqb, block)
     # back to token order
     out = out.reshape(batch, heads, nqb * block, dim)[:, :, :seq_q]
     lse = lse.reshape(batch, heads, nqb * block)[:, :, :seq_q]
