@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|compensation|attention-wan|index|abab|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|compensation|attention-wan|index|abab|peers-build|peers|density|selection|pipeline|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile-fp8"`) need only torch (vecdit.fp8.Float8Linear); the `fp8`
@@ -16,7 +16,8 @@ mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # the mapped subpackages (vecdit.processors <- processors/, ...) as one importable package
 mkdir -p /tmp/pkg/vecdit && cp -r vecdit/* /tmp/pkg/vecdit/ && cp -r processors pipelines samples /tmp/pkg/vecdit/
-export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
+# /tmp/peers: the peers' compiled kernels, where the `peers-build` step made them
+export PYTHONPATH=/tmp/peers:/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/card.txt"
 steps=${*:-tests attention-hv}
 for step in $steps; do
@@ -27,6 +28,34 @@ for step in $steps; do
         "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt")
       (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_compensation.py" 2>&1 \
         | tail -8 | tee "$OUT/gpu-tests-compensation.txt") ;;
+    peers-build)  # SageAttention2 and VSA's ThunderKittens kernels from the snapshots carried in .peers/ (git-ignored;
+      # `carry: [".whl", ".peers"]`), built in parallel (bench/build_peers.py); .peers/built/ from an earlier call is reused
+      if [ -d .peers/built/sageattention ]; then cp -r .peers/built/. /tmp/peers/; echo "reused .peers/built"; else
+        mkdir -p /tmp/peers
+        timeout ${BUILD_TIMEOUT:-420} python3 bench/build_peers.py sage --src .peers/SageAttention --dest /tmp/peers \
+          > "$OUT/build-sage.json" 2> "$OUT/build-sage.log" &
+        timeout ${BUILD_TIMEOUT:-420} python3 bench/build_peers.py vsa --src .peers/fastvideo-kernel --tk .peers/ThunderKittens \
+          --dest /tmp/peers > "$OUT/build-vsa.json" 2> "$OUT/build-vsa.log" &
+        wait
+        cat "$OUT"/build-*.json; grep -i -m5 "error" "$OUT"/build-*.log
+        tar -C /tmp/peers --exclude=build -cf "$OUT/peers-built.tar" . 2>/dev/null; ls -la "$OUT/peers-built.tar"
+      fi
+      (cd /tmp && python3 -c "
+import torch, torch.nn.functional as F
+from vecdit.bench import sage
+q, k, v = (torch.randn(1, 4096, 8, 128, device='cuda', dtype=torch.bfloat16) for _ in range(3))
+if sage.available():
+    ref = F.scaled_dot_product_attention(*(x.transpose(1, 2).float() for x in (q, k, v))).transpose(1, 2)
+    out = sage.sage_attention(q, k, v, None, 128 ** -0.5).float()
+    print('sage2 ok, rel err vs fp32 SDPA', float((out - ref).norm() / ref.norm()))
+else:
+    print('sage2 not importable')
+try:
+    import fastvideo_kernel.block_sparse_attn as b
+    print('VSA sm90 ops', b._get_sm90_ops())
+except Exception as e:
+    print('VSA import failed', type(e).__name__, e)
+" 2>&1 | tail -4 | tee "$OUT/peers-check.txt") ;;
     tests-fp8)  # Float8Linear and the fp8 pipeline path on the GPU
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_fp8.py" 2>&1 \
         | tail -5 | tee "$OUT/gpu-tests-fp8.txt") ;;
@@ -42,6 +71,9 @@ for step in $steps; do
       timeout ${COMP_TIMEOUT:-420} python3 -m vecdit.bench attention --shapes ${COMP_SHAPES:-hunyuanvideo-720p} --inputs structured \
         --variants ${COMP_VARIANTS:-tiles-topk tiles128-topk} --densities ${COMP_DENSITIES:-0.25 0.1} \
         --name attention-compensation --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -30 ;;
+    attention-dense)  # the dense baselines (cuDNN, flash, SageAttention2 after peers-build) at the three shapes, beside the preset
+      timeout ${AD_TIMEOUT:-300} python3 -m vecdit.bench attention --shapes wan2.1-1.3b-480p wan2.1-14b-720p hunyuanvideo-720p \
+        --inputs structured --variants tiles128-topk --densities 0.1 --name attention-sage --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -24 ;;
     attention-wan)
       timeout 420 python3 -m vecdit.bench attention --shapes wan2.1-14b-720p --inputs random structured \
         --name attention-tiles-wan14b --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40 ;;

@@ -21,14 +21,16 @@ def _attention_markdown(env: dict, results: list[dict]) -> str:
         d = r["dense"]
         lines += [f"## {r['shape']} ({r.get('inputs', 'random')} inputs): {r['heads']} heads, {r['video_tokens']} video + "
                   f"{r['text_tokens']} text tokens", "",
-                  f"dense SDPA cuDNN {d['cudnn']['ms']:.2f} ms ({d['cudnn']['tflops']:.0f} TFLOP/s), "
-                  f"flash {d['flash']['ms']:.2f} ms ({d['flash']['tflops']:.0f} TFLOP/s)", "",
-                  "| variant | density | selection ms | attention ms | total ms | x cuDNN | x flash | sel / dense | attn TFLOP/s (computed) | peak extra GB | index GB | rel err vs dense | kernel err |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "dense: " + ", ".join(f"{name} {e['ms']:.2f} ms ({e['tflops']:.0f} TFLOP/s, err vs fp32 "
+                                        f"{e.get('rel_err_vs_fp32', float('nan')):.1e})" for name, e in d.items())
+                  + ("" if "sage2" in d else " (SageAttention2 not built here)"), "",
+                  "| variant | density | selection ms | attention ms | total ms | x cuDNN | x flash | x Sage2 | sel / dense | attn TFLOP/s (computed) | peak extra GB | index GB | rel err vs dense | kernel err |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for v in r["vecdit"]:
             lines.append(
                 f"| {v['variant']} | {v['density']:.3f} | {v['selection_ms']:.2f} | {v['attention_ms']:.2f} | {v['total_ms']:.2f} | "
-                f"{v['speedup_vs_cudnn']:.2f} | {v['speedup_vs_flash']:.2f} | {v['selection_share_of_dense']:.3f} | "
+                f"{v['speedup_vs_cudnn']:.2f} | {v['speedup_vs_flash']:.2f} | "
+                f"{'-' if v.get('speedup_vs_sage2') is None else format(v['speedup_vs_sage2'], '.2f')} | {v['selection_share_of_dense']:.3f} | "
                 f"{v['attention_tflops_on_computed']:.0f} | {v['peak_extra_mem_gb']:.2f} | {v['index_buffer_gb']:.2f} | "
                 f"{v['rel_err_vs_dense']:.3f} | {v['kernel_rel_err_vs_fp32_ref']:.1e} |")
         lines += ["", "The dropped keys' compensation (`compensate`, default "
@@ -107,13 +109,14 @@ def main(argv=None) -> int:
     se.add_argument("--out", default="bench/results")
     pi = sub.add_parser("pipeline", help="a whole generation (text, denoising steps, decode): stock vs vecdit")
     from .pipeline import MODELS as PIPELINE_MODELS
-    from .pipeline import FP8_VARIANTS
+    from .pipeline import ALL_VARIANTS
     from .pipeline import VARIANTS as PIPELINE_VARIANTS
 
     pi.add_argument("--models", nargs="+", default=["wan2.1-t2v-1.3b", "wan2.1-t2v-14b"], choices=list(PIPELINE_MODELS))
     pi.add_argument("--variants", nargs="+", default=list(PIPELINE_VARIANTS),
-                    choices=list(PIPELINE_VARIANTS) + list(FP8_VARIANTS),
-                    help="fp8 variants (vecdit.fp8, Hopper / Ada) convert the weights for good: they run last")
+                    choices=list(ALL_VARIANTS),
+                    help="fp8 variants (vecdit.fp8, Hopper / Ada) convert the weights for good: they run last; "
+                         "sage variants need SageAttention2 built (bench/build_peers.py)")
     pi.add_argument("--steps", type=int, default=50)
     pi.add_argument("--repeats", type=int, default=2)
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
 
         return main_cpu(args)
     if args.what == "pipeline" and args.device == "cpu":
-        if not all(m.startswith("tiny") for m in args.models) or "vecdit-compile" in args.variants:
+        if not all(m.startswith("tiny") for m in args.models) or any("compile" in v or "sage" in v for v in args.variants):
             print("--device cpu runs only the tiny models, without vecdit-compile (a smoke run)", file=sys.stderr)
             return 2
         from .pipeline import main_pipeline

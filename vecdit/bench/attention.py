@@ -78,6 +78,33 @@ def dense_sdpa(q, k, v, backend):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
+def dense_baselines() -> dict:
+    """The dense kernels a user would run instead, by name: SDPA cuDNN and flash, and SageAttention2
+    (INT8 QK, FP8 PV) where it was built (`bench/build_peers.py`)."""
+    from . import sage
+
+    fns = {"cudnn": lambda q, k, v: dense_sdpa(q, k, v, "cudnn"), "flash": lambda q, k, v: dense_sdpa(q, k, v, "flash")}
+    if sage.available():
+        fns["sage2"] = lambda q, k, v: sage.sage_attention(q, k, v, None, q.shape[-1] ** -0.5)
+    return fns
+
+
+def sampled_dense_error(out, q, k, v, rows: int = 512, seed: int = 0) -> float:
+    """Relative error (norm over rows) of a dense output `[1, S, H, D]` on `rows` random (query, head)s
+    against fp32 attention over all keys."""
+    g = torch.Generator().manual_seed(seed)
+    qi = torch.randint(q.shape[1], (rows,), generator=g).to(q.device)
+    hi = torch.randint(q.shape[2], (rows,), generator=g).to(q.device)
+    err = ref_norm = 0.0
+    for h in hi.unique().tolist():
+        pick = qi[hi == h]
+        s = (q[0, pick, h].float() @ k[0, :, h].float().T) * q.shape[-1] ** -0.5
+        r = torch.softmax(s, -1) @ v[0, :, h].float()
+        err += float((out[0, pick, h].float() - r).square().sum())
+        ref_norm += float(r.square().sum())
+    return (err / ref_norm) ** 0.5
+
+
 # vecdit variants timed per density: (label, query tiles, rule); `tiles-topk` is the default
 VARIANTS = {
     "raster-minp": ("raster", "minp"),  # the method as published
@@ -110,11 +137,13 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
     res = {"shape": shape, "grid": GRIDS[shape], "inputs": inputs, "heads": heads, "video_tokens": video,
            "text_tokens": text, "head_dim": HEAD_DIM, "dense_tflop": dense_flops / 1e12, "dense": {}, "vecdit": []}
     ref = None
-    for backend in ("cudnn", "flash"):
-        ms = do_bench_ms(lambda: dense_sdpa(q, k, v, backend))
-        res["dense"][backend] = {"ms": ms, "tflops": dense_flops / ms / 1e9}
+    for backend, fn in dense_baselines().items():
+        ms = do_bench_ms(lambda: fn(q, k, v))
+        out = fn(q, k, v)
+        res["dense"][backend] = {"ms": ms, "tflops": dense_flops / ms / 1e9, "rel_err_vs_fp32": sampled_dense_error(out, q, k, v)}
         if backend == "cudnn":
-            ref = dense_sdpa(q, k, v, backend)
+            ref = out
+        out = None
     qv, kv = q[:, :video], k[:, :video]
     dense_range = (video, seq) if text else None
     for density in densities:
@@ -174,6 +203,7 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
                 "target_density": density, "density": dens, "threshold": thr,
                 "selection_ms": sel_ms, "attention_ms": att_ms, "total_ms": tot_ms,
                 "speedup_vs_cudnn": cudnn / tot_ms, "speedup_vs_flash": res["dense"]["flash"]["ms"] / tot_ms,
+                "speedup_vs_sage2": res["dense"]["sage2"]["ms"] / tot_ms if "sage2" in res["dense"] else None,
                 "selection_share_of_dense": sel_ms / cudnn,
                 "attention_tflops_on_computed": 4 * HEAD_DIM * entries / att_ms / 1e9,
                 "peak_extra_mem_gb": peak / 2**30, "index_buffer_gb": sel.nbytes() / 2**30,

@@ -67,7 +67,8 @@ def _vsa(q, k, v, grid, density, heads_sampled):
     def total():
         return from_layout(fk.video_sparse_attn(to_layout(q), to_layout(k), to_layout(v), vbs, vbs, topk, (4, 4, 4)))
 
-    sm90 = bsa._get_sm90_ops()[0] is not None and bsa._is_sm90() and not bsa._force_triton()
+    # its sm_90 (ThunderKittens) path needs the compiled forward and backward (block_sparse_attn_from_indices)
+    sm90 = None not in bsa._get_sm90_ops() and bsa._is_sm90() and not bsa._force_triton()
     # its selection, as its compression branch computes it: pooled tiles, top-k key tiles per query tile
     real = vbs.clamp_min(1).view(1, 1, -1, 1).to(torch.float32)
     q_c = qt.float().view(1, q.shape[2], n_tiles, 64, -1).sum(3) / real
@@ -123,13 +124,15 @@ def _flex(q, k, v, grid, density, heads_sampled, block=128):
 
 
 def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", heads_sampled: int = 6) -> dict:
-    from .attention import GRIDS, SHAPES, dense_sdpa, make_inputs
+    from .attention import GRIDS, SHAPES, dense_baselines, make_inputs, sampled_dense_error
 
     video = SHAPES[shape]["video"]
     q, k, v = (x[:, :video].contiguous() for x in make_inputs(shape, inputs=inputs))
     grid = GRIDS[shape]
-    res = {"shape": shape, "inputs": inputs, "grid": list(grid), "video_tokens": video, "rows": [],
-           "dense": {"cudnn_ms": do_bench_ms(lambda: dense_sdpa(q, k, v, "cudnn"))}}
+    res = {"shape": shape, "inputs": inputs, "grid": list(grid), "video_tokens": video, "rows": [], "dense": {}}
+    for name, fn in dense_baselines().items():  # cuDNN, flash, SageAttention2 where built: time and error vs fp32
+        res["dense"][f"{name}_ms"] = do_bench_ms(lambda: fn(q, k, v))
+        res["dense"][f"{name}_err"] = sampled_dense_error(fn(q, k, v), q, k, v)
     for density in densities:
         for name, fn in (("vecdit 4x4x4", lambda: _vecdit(q, k, v, grid, density, (4, 4, 4), heads_sampled)),
                          ("vecdit 4x4x8", lambda: _vecdit(q, k, v, grid, density, (4, 4, 8), heads_sampled)),
@@ -157,16 +160,21 @@ def peers_markdown(env: dict, results: list[dict]) -> str:
              "medians of do_bench in one process. `ms` = selection/mask + attention (+ VSA's layout permutations); "
              "recall = attention mass kept by the method's own selection for the same random query tokens of the same random heads (fp64); density = kept fraction of the keys.", ""]
     for r in results:
-        lines += [f"## {r['shape']} ({r['inputs']} inputs), grid {r['grid']}: cuDNN dense {r['dense']['cudnn_ms']:.1f} ms", "",
-                  "| method | density | ms | x cuDNN | recall | detail |", "| --- | --- | --- | --- | --- | --- |"]
+        d = r["dense"]
+        dense = ", ".join(f"{name} {d[name + '_ms']:.1f} ms (err vs fp32 {d[name + '_err']:.1e})"
+                          for name in ("cudnn", "flash", "sage2") if name + "_ms" in d)
+        lines += [f"## {r['shape']} ({r['inputs']} inputs), grid {r['grid']}", "", f"Dense: {dense}"
+                  + ("" if "sage2_ms" in d else " (SageAttention2 not built here)") + ".", "",
+                  "| method | density | ms | x cuDNN | x Sage2 | recall | detail |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for row in r["rows"]:
             if "error" in row:
-                lines.append(f"| {row['method']} | {row['target_density']} | - | - | - | {row['error']} |")
+                lines.append(f"| {row['method']} | {row['target_density']} | - | - | - | - | {row['error']} |")
                 continue
             detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()
                       if k not in ("method", "target_density", "ms", "recall", "density", "peer", "peer_recall", "peer_ms")}
             lines.append(f"| {row['method']} | {row['density']:.3f} | {row['ms']:.1f} | "
-                         f"{r['dense']['cudnn_ms'] / row['ms']:.2f} | {row['recall']:.3f} | {detail} |")
+                         f"{d['cudnn_ms'] / row['ms']:.2f} | {d['sage2_ms'] / row['ms'] if 'sage2_ms' in d else float('nan'):.2f} | "
+                         f"{row['recall']:.3f} | {detail} |")
         matched = [row for row in r["rows"] if "peer_ms" in row]
         if matched:
             lines += ["", "Speed at equal quality (vecdit 4x4x8 at the lowest density keeping the peer's recall):", "",

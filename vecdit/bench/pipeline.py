@@ -32,6 +32,20 @@ MODELS = {
 VARIANTS = ("stock", "vecdit", "vecdit-compile")
 # fp8 converts the weights for good (vecdit.fp8): these variants run after all the others
 FP8_VARIANTS = ("vecdit-fp8", "vecdit-compile-fp8")
+# dense attention through SageAttention2 (vecdit.bench.sage; diffusers' `set_attention_backend("sage")`):
+# stock, and vecdit's dense warm-up steps, dense layers and HunyuanVideo's text path
+SAGE_VARIANTS = ("stock-sage", "stock-sage-compile-fp8", "vecdit-sage", "vecdit-sage-compile-fp8")
+ALL_VARIANTS = VARIANTS + FP8_VARIANTS + SAGE_VARIANTS
+FLAGS = ("sage", "compile", "fp8")
+
+
+def variant_flags(variant: str) -> tuple[str, set]:
+    """`stock|vecdit` and its options (`sage`, `compile`, `fp8`, in that order), e.g. `vecdit-sage-compile-fp8`."""
+    base, *flags = variant.split("-")
+    if base not in ("stock", "vecdit") or flags != [f for f in FLAGS if f in flags]:
+        raise ValueError(f"unknown variant {variant!r}: `stock` or `vecdit`, then any of -sage, -compile, -fp8 in "
+                         f"that order (e.g. {', '.join(ALL_VARIANTS)})")
+    return base, set(flags)
 
 
 def _sync(device):
@@ -186,13 +200,16 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     sparse_steps = steps - n_dense
     n_select = -(-sparse_steps // config.reuse_interval)
     n_reuse = sparse_steps - n_select
-    unknown = [v for v in variants if v not in VARIANTS + FP8_VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS + FP8_VARIANTS}")
-    variants = [v for v in variants if v not in FP8_VARIANTS] + [v for v in variants if v in FP8_VARIANTS]
+    flags = {v: variant_flags(v) for v in variants}
+    if any("sage" in f for _, f in flags.values()):
+        from .sage import use_in_diffusers
+
+        use_in_diffusers()
+    variants = sorted(variants, key=lambda v: "fp8" in flags[v][1])  # stable: fp8 last
     runs, fp8_error = {}, None
     for variant in variants:
-        if variant in FP8_VARIANTS and fp8_error is None:
+        base, opts = flags[variant]
+        if "fp8" in opts and fp8_error is None:
             from vecdit.fp8 import quantize_fp8
 
             t0 = time.perf_counter()
@@ -210,14 +227,16 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
             print(f"[{name}] fp8 Linear layers: one forward's relative error vs bf16 {fp8_error:.4f}; first forward "
                   f"bf16 {t1 - t0:.1f} s, conversion {t2 - t1:.1f} s, fp8 (eager, stock processors) {t3 - t2:.1f} s",
                   flush=True)
-        if variant != "stock":
+        if base == "vecdit":
             vecdit.enable(transformer, config)
-        if variant.startswith("vecdit-compile"):
+        if "sage" in opts:  # after vecdit: its processors keep the backend for their dense paths
+            transformer.set_attention_backend("sage")
+        if "compile" in opts:
             torch._dynamo.reset()
             transformer.compile_repeated_blocks(fullgraph=True)
         first = config.num_dense_steps(steps)
-        kinds = {"stock": 0} if variant == "stock" else {"dense": 0, "select": first}
-        if variant != "stock" and config.reuse_interval > 1:
+        kinds = {"stock": 0} if base == "stock" else {"dense": 0, "select": first}
+        if base == "vecdit" and config.reuse_interval > 1:
             kinds["reuse"] = first + 1
         if variant == "vecdit" and "stock" in runs:
             del kinds["dense"]  # eager warm-up steps run the stock processors: the stock step's time
@@ -228,14 +247,16 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
             print(f"[{name}] {variant}: {kind} step {seconds[kind]:.2f} s", flush=True)
         if "dense" not in seconds and variant != "stock":
             seconds["dense"] = runs["stock"]["step_s"]["stock"]
-        if variant == "stock":
+        if base == "stock":
             denoise = steps * seconds["stock"]
         else:
             denoise = n_dense * seconds["dense"] + n_select * seconds["select"] + n_reuse * seconds.get("reuse", 0.0)
         runs[variant] = {"step_s": seconds, "denoise_s": denoise}
-        if variant != "stock":
+        if base == "vecdit":
             vecdit.disable(transformer)
-        if variant.startswith("vecdit-compile"):  # back to the eager blocks for the next variant
+        if "sage" in opts:
+            transformer.reset_attention_backend()
+        if "compile" in opts:  # back to the eager blocks for the next variant
             torch._dynamo.reset()
             for module in transformer.modules():
                 if getattr(module, "_compiled_call_impl", None) is not None:
@@ -253,6 +274,8 @@ def run_pipeline(name: str, variants=VARIANTS, steps: int = 50, repeats: int = 2
     for run in runs.values():
         run["speedup_vs_stock"] = stock_total / run["total_s"] if stock_total else None
         run["denoise_speedup_vs_stock"] = (runs["stock"]["denoise_s"] / run["denoise_s"]) if stock_total else None
+        # end to end against every stock baseline of the run (e.g. stock-sage-compile-fp8)
+        run["speedup_vs"] = {name: other["total_s"] / run["total_s"] for name, other in runs.items() if name.startswith("stock")}
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.device(device).type == "cuda" else None
     return {"model": name, **size, "steps": steps, "config": config.to_dict(), "cfg_passes": len(rig.passes),
             "schedule": {"dense": n_dense, "select": n_select, "reuse": n_reuse},
@@ -269,18 +292,21 @@ def pipeline_markdown(env: dict, results: list[dict]) -> str:
              "run's steps with the preset's schedule; text encoding and VAE decode are the same for every variant.", ""]
     for r in results:
         sch = r["schedule"]
+        baselines = [name for name in r["runs"] if name.startswith("stock-")]  # beside plain stock's column
         lines += [f"## {r['model']}: {r['height']}x{r['width']}, {r['frames']} frames, {r['steps']} steps "
                   f"({sch['dense']} dense, {sch['select']} selecting, {sch['reuse']} reusing)", "",
                   f"text encoding {r['text_encoding_s']:.2f} s, VAE decode {r['vae_decode_s']:.2f} s, "
                   f"peak memory {r['peak_memory_gb'] or 0:.1f} GB"
                   + (f"; fp8 Linear layers: one forward's relative error vs bf16 {r['fp8_forward_rel_err']:.4f}"
                      if r.get("fp8_forward_rel_err") is not None else ""), "",
-                  "| variant | step s (each kind) | denoising s | x stock (denoising) | total s | x stock (end to end) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| variant | step s (each kind) | denoising s | x stock (denoising) | total s | x stock (end to end) |"
+                  + "".join(f" x {b} |" for b in baselines),
+                  "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(baselines)]
         for variant, run in r["runs"].items():
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in run["step_s"].items())
             lines.append(f"| {variant} | {kinds} | {run['denoise_s']:.1f} | {run['denoise_speedup_vs_stock'] or 0:.2f} | "
-                         f"{run['total_s']:.1f} | {run['speedup_vs_stock'] or 0:.2f} |")
+                         f"{run['total_s']:.1f} | {run['speedup_vs_stock'] or 0:.2f} |"
+                         + "".join(f" {run['speedup_vs'][b]:.2f} |" for b in baselines))
         lines.append("")
     return "\n".join(lines) + "\n"
 
