@@ -172,6 +172,33 @@ def test_lab_match_finds_the_density_of_equal_recall_for_another_tile():
     assert below["recall"] < row["reference_recall"] + 0.01
 
 
+def test_lab_match_by_output_error_with_compensation():
+    # `lab match --by error`: the error is |out - dense| / |dense| on the sampled tokens, computed here directly
+    from vecdit.lab.match import match_by_error, sampled_tokens, selection_error, token_error
+
+    q, k, v = (x.to(torch.bfloat16) for x in structured_qkv(SyntheticConfig(geometry="tiny", heads=2, head_dim=128)))
+    tiles = QueryTiles(TINY, (4, 4, 4))
+    blocks = tiles.token_blocks(q.shape[1], "cpu")
+    half = lambda h, b: (torch.arange(k.shape[1]) + b) % 2 == 0  # noqa: E731 - a different half per block
+    expected = []
+    for h, toks in sampled_tokens(2, q.shape[1], 2):
+        qh, kh, vh = (x[0, :, h].double() for x in (q, k, v))
+        p = torch.softmax(qh[toks] @ kh.T * 128 ** -0.5, -1)
+        dense = p @ vh
+        mask = torch.stack([half(h, b) for b in blocks[toks].tolist()])
+        sparse = (p * mask) @ vh / (p * mask).sum(-1, keepdim=True)
+        expected += ((sparse - dense).norm(dim=-1) / dense.norm(dim=-1)).tolist()
+    assert token_error(q, k, v, tiles, half, 2, None)["error"] == pytest.approx(sum(expected) / len(expected))
+    everything = lambda h, b: torch.ones(k.shape[1], dtype=torch.bool)  # noqa: E731
+    for mode in (None, "pooled", "query"):
+        assert token_error(q, k, v, tiles, everything, 2, mode)["error"] < 1e-12
+    assert selection_error(q, k, v, tiles, 0.25, 2, "pooled") < selection_error(q, k, v, tiles, 0.25, 2, None)
+    # compensated, the same tiles reach the uncompensated error at a lower density
+    (row,) = match_by_error(q, k, v, TINY, (4, 4, 4), (4, 4, 4), [0.25], heads=2, compensate="pooled", steps=3)
+    assert row["reference_error"] == pytest.approx(selection_error(q, k, v, tiles, 0.25, 2, None))
+    assert row["matched_error"] <= row["reference_error"] and row["matched_density"] < 0.25
+
+
 def test_tile_pairs_union_contains_own_lists_and_matches_compute():
     from vecdit.lab.pairs import pair_rows, summarize_pairs
     from vecdit.lab.synthetic import GEOMETRIES, SyntheticConfig, structured_qkv

@@ -134,6 +134,12 @@ def main(argv=None) -> int:
     m.add_argument("--tiles", nargs=2, default=["4x4x4", "4x4x8"], help="reference tile, matched tile")
     m.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     m.add_argument("--sampled-heads", type=int, default=6, help="heads the recall is measured on (as the peers bench)")
+    m.add_argument("--by", choices=["recall", "error"], default="recall",
+                   help="error: the output error vs dense (what a user sees), the matched tile with --compensate")
+    m.add_argument("--compensate", default="pooled", choices=["none", "query", "pooled", "tiles", "exact"],
+                   help="--by error: the matched tile's compensation (vecdit/lab/compensation.py variants)")
+    m.add_argument("--reference-compensate", default="none", choices=["none", "query", "pooled", "tiles", "exact"],
+                   help="--by error: the reference tile's compensation (none: the uncompensated presets)")
     m.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -209,7 +215,7 @@ def _pairs(args, card) -> int:
 
 
 def _match(args, device, card) -> int:
-    from .match import match_tiles
+    from .match import match_by_error, match_tiles
 
     if len(args.heads) not in (1, len(args.geometry)):
         raise SystemExit(f"--heads: one count, or one per geometry ({len(args.geometry)}), got {args.heads}")
@@ -218,21 +224,36 @@ def _match(args, device, card) -> int:
                           "The attention benchmark's structured inputs (video tokens, seed 0), recall as the peers bench "
                           f"measures it ({args.sampled_heads} sampled heads x 256 query tokens, fp64, all keys); "
                           f"the {args.tiles[1]} density is the smallest (to ~1.6%) that keeps the {args.tiles[0]} recall.", ""]
+    if args.by == "error":
+        ref_c, comp = (None if c == "none" else c for c in (args.reference_compensate, args.compensate))
+        lines[0] = f"# Equal output error across query tiles and compensation ({card})"
+        lines[2] = (f"The attention benchmark's structured inputs (video tokens, seed 0); output error = mean over "
+                    f"{args.sampled_heads} sampled heads x 256 query tokens of |out - dense| / |dense| (fp64, all keys); "
+                    f"the {args.tiles[1]} density (compensation `{args.compensate}`) is the smallest (to ~1.6%) whose "
+                    f"error is no more than {args.tiles[0]}'s (compensation "
+                    f"`{args.reference_compensate}`).")
     for geometry, heads in zip(args.geometry, args.heads * len(args.geometry) if len(args.heads) == 1 else args.heads):
-        q, k, _ = structured_qkv(SyntheticConfig(geometry=geometry, heads=heads, head_dim=128, seed=0), device=device)
-        q, k = q.to(torch.bfloat16), k.to(torch.bfloat16)
-        rows = match_tiles(q, k, GEOMETRIES[geometry][0], reference, tile, args.densities, args.sampled_heads,
-                           sampled_heads_only=device == "cpu")
-        results[geometry] = {"grid": list(GEOMETRIES[geometry][0]), "heads": heads, "rows": rows}
+        q, k, v = structured_qkv(SyntheticConfig(geometry=geometry, heads=heads, head_dim=128, seed=0), device=device)
+        q, k, v = q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
+        if args.by == "error":
+            rows = match_by_error(q, k, v, GEOMETRIES[geometry][0], reference, tile, args.densities, args.sampled_heads,
+                                  comp, ref_c, sampled_heads_only=device == "cpu")
+            quality = ("error", "reference_error", "matched_error")
+        else:
+            rows = match_tiles(q, k, GEOMETRIES[geometry][0], reference, tile, args.densities, args.sampled_heads,
+                               sampled_heads_only=device == "cpu")
+            quality = ("recall", "reference_recall", "matched_recall")
+        results[geometry] = {"grid": list(GEOMETRIES[geometry][0]), "heads": heads, "by": args.by, "rows": rows}
         lines += [f"## {geometry}, grid {GEOMETRIES[geometry][0]}, {heads} heads", "",
-                  f"| {args.tiles[0]} density | {args.tiles[0]} recall | {args.tiles[1]} density | {args.tiles[1]} recall |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {r['density']:g} | {r['reference_recall']:.4f} | {r['matched_density']:.4f} | "
-                  f"{r['matched_recall']:.4f} |" for r in rows]
+                  f"| {args.tiles[0]} density | {args.tiles[0]} {quality[0]} | {args.tiles[1]} density | "
+                  f"{args.tiles[1]} {quality[0]} |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['density']:g} | {r[quality[1]]:.4f} | {r['matched_density']:.4f} | "
+                  f"{r[quality[2]]:.4f} |" for r in rows]
         lines.append("")
         print("\n".join(lines[-len(rows) - 5:]), flush=True)
         del q, k
-    stem = _write(args.out, f"match-{'-'.join(args.tiles)}-{'-'.join(args.geometry)}-{_slug(card)}-"
+    by = "" if args.by == "recall" else f"error-{args.reference_compensate}-{args.compensate}-"
+    stem = _write(args.out, f"match-{by}{'-'.join(args.tiles)}-{'-'.join(args.geometry)}-{_slug(card)}-"
                   f"{datetime.date.today().isoformat()}", card, {"results": results}, "\n".join(lines) + "\n")
     print("wrote", stem + ".{json,md}")
     return 0

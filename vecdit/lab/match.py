@@ -5,7 +5,9 @@ another keeps: the quality side of "speed at equal quality" (the peers benchmark
 recall = mean over sampled query tokens of the attention mass (fp64 softmax over all keys) on the
 keys the token's query block kept. Every method is measured on the same tokens of the same heads
 (a paired comparison, whatever the grouping). `python -m vecdit.lab match` finds, on the
-benchmark's structured inputs, the density at which 4x4x8 tiles keep the recall 4x4x4 tiles keep.
+benchmark's structured inputs, the density at which 4x4x8 tiles keep the recall 4x4x4 tiles keep;
+with `--by error`, the density at which a tile with compensation has no more output error
+(|out - dense| / |dense|, what a user sees) than another without.
 """
 from __future__ import annotations
 
@@ -62,22 +64,65 @@ def selection_recall(q, k, tiles: QueryTiles, density: float, heads: int,
     return None, token_recall(q, k, token_block, lambda h, b: _kept_keys(per_head[h], b, num_keys, q.device), heads)
 
 
-def matched_density(q, k, grid, tile, recall: float, start: float, heads: int, steps: int = 7,
+def token_error(q, k, v, tiles: QueryTiles, kept_keys: Callable, heads: int, compensate: str | None,
+                seed: int = 0, tokens: int = 256) -> dict:
+    """What a user sees: the mean over the sampled query tokens (those `token_recall` samples) of
+    |out - dense| / |dense| (fp64, all keys), the kept keys alone (`compensate` None) or with a
+    compensation variant of `vecdit.lab.compensation` (`pooled`, `query`, `tiles`, `exact`)."""
+    from .compensation import OutputError
+
+    variant = compensate or "none"
+    token_block = tiles.token_blocks(q.shape[1], q.device)
+    nqb, scale = tiles.num_blocks(q.shape[1]), q.shape[-1] ** -0.5
+    members = torch.bincount(token_block, minlength=nqb).clamp_min(1).double()[:, None]
+    total, seen = 0.0, 0
+    for h, toks in sampled_tokens(q.shape[2], q.shape[1], heads, seed, tokens):
+        toks = toks.to(q.device)
+        qh, kh, vh = (x[0, :, h].double() for x in (q, k, v))
+        pooled = torch.zeros(nqb, qh.shape[1], dtype=torch.float64, device=q.device).index_add_(0, token_block, qh)
+        err = OutputError(qh[toks], kh, vh, token_block[toks], pooled / members * scale, tiles.grid, scale,
+                          variants=(variant,))
+        masks = torch.stack([kept_keys(h, b) for b in token_block[toks].tolist()])
+        total += err.errors(masks)[variant] * len(toks)
+        seen += len(toks)
+    return {"error": total / seen}
+
+
+def selection_error(q, k, v, tiles: QueryTiles, density: float, heads: int, compensate: str | None,
                     sampled_heads_only: bool = False) -> float:
+    """The output error (`token_error`) of vecdit's top-k selection at `density`."""
+    nqb, num_keys = tiles.num_blocks(q.shape[1]), k.shape[1]
+    if not sampled_heads_only:
+        sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
+        return token_error(q, k, v, tiles, lambda h, b: _kept_keys(sel, h * nqb + b, num_keys, q.device), heads,
+                           compensate)["error"]
+    per_head = {h: vector_selection(q[:, :, h:h + 1].contiguous(), k[:, :, h:h + 1].contiguous(), None,
+                                    max_density=density, query_tiles=tiles)
+                for h, _ in sampled_tokens(q.shape[2], q.shape[1], heads)}
+    return token_error(q, k, v, tiles, lambda h, b: _kept_keys(per_head[h], b, num_keys, q.device), heads,
+                       compensate)["error"]
+
+
+def matched_density(q, k, grid, tile, recall: float, start: float, heads: int, steps: int = 7,
+                    sampled_heads_only: bool = False, reaches: Callable | None = None) -> float:
     """The smallest density (to a 2^-steps step in log density) at which vecdit's top-k with `tile`
-    keeps at least `recall`. Searches below `start`, or above it where vecdit keeps less there."""
+    keeps at least `recall` (or at which `reaches(density)` holds). Searches below `start`, or above
+    it where vecdit keeps less there."""
     tiles = QueryTiles(grid, tile)
 
-    def reaches(d):
-        return selection_recall(q, k, tiles, d, heads, sampled_heads_only)[1]["recall"] >= recall
+    if reaches is None:
+        def reaches(d):
+            return selection_recall(q, k, tiles, d, heads, sampled_heads_only)[1]["recall"] >= recall
 
     lo, hi = start / 8, start
     while not reaches(hi):
         if hi >= 1.0:
             return 1.0
         lo, hi = hi, min(1.0, hi * 2)
-    if reaches(lo):
-        return lo
+    while reaches(lo):  # down by 8x at a time, to 1/512 of `start` (a density floor of the search)
+        if lo <= start / 512:
+            return lo
+        lo, hi = lo / 8, lo
     for _ in range(steps):
         mid = math.sqrt(lo * hi)
         lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
@@ -95,4 +140,25 @@ def match_tiles(q, k, grid, reference_tile, tile, densities, heads: int, steps: 
         got = selection_recall(q, k, QueryTiles(grid, tile), matched, heads, sampled_heads_only)[1]["recall"]
         rows.append({"density": d, "reference_tile": list(reference_tile), "reference_recall": target,
                      "tile": list(tile), "matched_density": matched, "matched_recall": got})
+    return rows
+
+
+def match_by_error(q, k, v, grid, reference_tile, tile, densities, heads: int, compensate: str | None,
+                   reference_compensate: str | None = None, steps: int = 7, sampled_heads_only: bool = False) -> list[dict]:
+    """For each density: the output error of `reference_tile` there (with `reference_compensate`) and the
+    lowest density at which `tile` with `compensate` has no more error."""
+    rows = []
+    tiles = QueryTiles(grid, tile)
+    for d in densities:
+        target = selection_error(q, k, v, QueryTiles(grid, reference_tile), d, heads, reference_compensate,
+                                 sampled_heads_only)
+
+        def reaches(x):
+            return selection_error(q, k, v, tiles, x, heads, compensate, sampled_heads_only) <= target
+
+        matched = matched_density(q, k, grid, tile, math.nan, d, heads, steps, sampled_heads_only, reaches=reaches)
+        rows.append({"density": d, "reference_tile": list(reference_tile), "reference_compensate": reference_compensate,
+                     "reference_error": target, "tile": list(tile), "compensate": compensate,
+                     "matched_density": matched,
+                     "matched_error": selection_error(q, k, v, tiles, matched, heads, compensate, sampled_heads_only)})
     return rows
