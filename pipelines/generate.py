@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 import vecdit
-from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
 from vecdit.processors.families import family_named, family_of
 
@@ -46,13 +45,12 @@ class GenerateSettings:
     extra: dict = field(default_factory=dict)
 
 
-def attention_config(name: str, s: GenerateSettings, preset_density: float | None = None,
-                     preset_tiles: tuple[int, int, int] | None = None, family: str = "wan") -> VecAttnConfig:
-    """vecdit's preset for `name` (else its model family's), at the model preset's own density and
-    query tiles where it names them (the trained tiny model: at 2,304 tokens a 25% budget keeps two
-    thirds of its attention, and its README video keeps its motion on 4x4x4 tiles, not on 4x4x8),
-    then the flags."""
-    base = CONFIG_PRESETS.get(name) or family_named(family).preset
+def attention_config(family: str, s: GenerateSettings, preset_density: float | None = None,
+                     preset_tiles: tuple[int, int, int] | None = None) -> VecAttnConfig:
+    """vecdit's preset of the model family, at the model preset's own density and query tiles where
+    it names them (the trained tiny model: at 2,304 tokens a 25% budget keeps two thirds of its
+    attention, and its README video keeps its motion on 4x4x4 tiles, not on 4x4x8), then the flags."""
+    base = family_named(family).preset
     if preset_density is not None:
         base = replace(base, density=preset_density)
     if preset_tiles is not None:
@@ -168,8 +166,8 @@ class Generator:
         if preset.full_size and self.device != "cuda":
             raise GenerateError(f"{self.name} is a full-size model and needs a CUDA GPU; on this machine use --model tiny")
         self.settings, self.preset = s, preset
-        self.config = (attention_config(self.name, s, preset.density, preset.query_tiles, preset.family)
-                       if s.attention == "vec" else None)
+        self.config = (attention_config(preset.family, s, preset.density, preset.query_tiles) if s.attention == "vec"
+                       else None)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(self.name, preset, self.device, s.random_weights)
         self.load_seconds = time.perf_counter() - t0
