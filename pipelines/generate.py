@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 import vecdit
-from vecdit.config import PRESETS as CONFIG_PRESETS
 from vecdit.config import VecAttnConfig
+from vecdit.processors.families import family_named, family_of
 
 from .models import (PRESETS, GenerateError, ModelPreset, check_output, check_positive, check_sizes, resolve_model,
                      tiny_model_folder)
@@ -45,12 +45,12 @@ class GenerateSettings:
     extra: dict = field(default_factory=dict)
 
 
-def attention_config(name: str, s: GenerateSettings, preset_density: float | None = None,
+def attention_config(family: str, s: GenerateSettings, preset_density: float | None = None,
                      preset_tiles: tuple[int, int, int] | None = None) -> VecAttnConfig:
-    """vecdit's preset for `name`, at the model preset's own density and query tiles where it names
-    them (the trained tiny model: at 2,304 tokens a 25% budget keeps two thirds of its attention, and
-    its README video keeps its motion on 4x4x4 tiles, not on 4x4x8), then the flags."""
-    base = CONFIG_PRESETS.get(name, CONFIG_PRESETS["hunyuanvideo" if "hunyuan" in name else "wan2.1-t2v-1.3b"])
+    """vecdit's preset of the model family, at the model preset's own density and query tiles where
+    it names them (the trained tiny model: at 2,304 tokens a 25% budget keeps two thirds of its
+    attention, and its README video keeps its motion on 4x4x4 tiles, not on 4x4x8), then the flags."""
+    base = family_named(family).preset
     if preset_density is not None:
         base = replace(base, density=preset_density)
     if preset_tiles is not None:
@@ -166,7 +166,7 @@ class Generator:
         if preset.full_size and self.device != "cuda":
             raise GenerateError(f"{self.name} is a full-size model and needs a CUDA GPU; on this machine use --model tiny")
         self.settings, self.preset = s, preset
-        self.config = (attention_config(self.name, s, preset.density, preset.query_tiles) if s.attention == "vec"
+        self.config = (attention_config(preset.family, s, preset.density, preset.query_tiles) if s.attention == "vec"
                        else None)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(self.name, preset, self.device, s.random_weights)
@@ -178,9 +178,12 @@ class Generator:
 
             from vecdit.parallel import enable_context_parallel
 
-            if self.config is None and preset.family == "hunyuan":
-                raise GenerateError("--ulysses with HunyuanVideo needs --attention vec (vecdit's processor does its exchange)")
-            enable_context_parallel(self.pipe.transformer, ContextParallelConfig(ulysses_degree=s.ulysses))
+            if self.config is None and family_named(preset.family).cp_plan is not None:
+                # vecdit's own plan (HunyuanVideo): its processor does the exchange
+                raise GenerateError(f"--ulysses with {self.name} needs --attention vec "
+                                    "(vecdit's processor does its exchange)")
+            enable_context_parallel(self.pipe.transformer, ContextParallelConfig(ulysses_degree=s.ulysses),
+                                    family_of(self.pipe.transformer))
 
     def render(self, prompt: str, seed: int, output: str, progress: bool | dict = True) -> dict:
         """Generate one video to `output` (written atomically) and its JSON sidecar; returns the sidecar.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class ModelPreset:
-    family: str  # "wan", "hunyuan" (HunyuanVideo) or "hunyuan15" (HunyuanVideo-1.5)
+    family: str  # its vecdit model family (`vecdit.processors` registers "wan", "hunyuan", "hunyuan15")
     hub_id: str | None
     height: int
     width: int

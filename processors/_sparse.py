@@ -7,63 +7,80 @@ Layouts: q/k/v are `[B, S, H, D]` as diffusers builds them, video tokens in rast
 """
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from vecdit.config import VecAttnConfig
-from vecdit.ops import (
-    SelectionBitmask,
-    masked_sparse_attention,
-    vector_selection,
-    vector_selection_bitmask,
-    vector_selection_reference,
-    vector_sparse_attention,
-)
-from vecdit.ops._checks import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, use_triton
-from vecdit.schedule import (DENSE_FLAG, KEEP_FLAG, REUSE_SLOT, SPARSE_LAYER_FLAG, STATS_SLOT, THRESHOLD_ROW, Phase, Timer,
-                             find_or_attach_hook)
+from vecdit.ops import kernel_applies, select_vectors, sparse_attention
+from vecdit.schedule import LAYER_STATE, LayerState, Phase, Timer, VecStepHook, apply_step_hook, get_step_hook
 from vecdit.utils import warn_once
+
+from .families import family_of, require_family
+
+
+@dataclass
+class SparseCall:
+    """One attention call on the sparse path: where it stands in the schedule, and its keys."""
+
+    phase: Phase
+    hook: VecStepHook | None = None  # None: a module called on its own (no steps: every call selects)
+    state: LayerState | None = None  # the module's, from the hook
+    n_select: int = 0  # `k[:, :n_select]` are scored and selected from
+    dense_range: tuple[int, int] | None = None  # keys every query attends (HunyuanVideo's text)
+    heads: tuple[int, int] | None = None  # (first head, heads of the model) where q holds a slice (Ulysses)
+
+    def keys(self, n_select: int, dense_range=None, heads=None) -> "SparseCall":
+        return SparseCall(self.phase, self.hook, self.state, n_select, dense_range, heads)
 
 
 class SparseAttention:
-    """State and sparse attention shared by vecdit's processors (one instance per installed config)."""
+    """Config, schedule and sparse attention shared by vecdit's processors.
+
+    Args:
+        config (`VecAttnConfig`, *optional*): defaults to `VecAttnConfig()`.
+        engine (`SparseAttention`, *optional*): the processor whose config, attention backend,
+            parallel config and sparse path this adapter uses (`VecAttnProcessor` for its adapters);
+            defaults to this processor.
+    """
 
     # diffusers writes these onto processors (set_attention_backend, enable_parallelism)
     _attention_backend = None
     _parallel_config = None
 
-    # (model, args, kwargs) -> what this adapter needs from a forward's inputs, read by the step hook
-    forward_probe = None
-    # a subclass that always needs each call's layer index (the calibration capture)
-    needs_layer_index = False
-
-    def __init__(self, config: VecAttnConfig | None = None):
-        self.config = config if config is not None else VecAttnConfig()
-        self.step_hook = None  # set by vecdit.enable; otherwise found on the first call
+    def __init__(self, config: VecAttnConfig | None = None, engine: SparseAttention | None = None):
+        self.engine = engine if engine is not None else self
+        self.config = engine.config if engine is not None else (config if config is not None else VecAttnConfig())
 
     # -- schedule ---------------------------------------------------------------------------------
-    def _phase(self, attn):
-        hook = self.step_hook
-        if hook is None:
-            hook = self.step_hook = find_or_attach_hook(attn, self.config, self.forward_probe)
-        if hook is None:  # an attention module called on its own: no steps, select every call
-            return Phase.SELECT, None, None
-        if not getattr(attn, SPARSE_LAYER_FLAG, False) or getattr(attn, DENSE_FLAG, False):
-            return Phase.DENSE, hook, None  # not a sparse-capable layer, or one of `dense_layers`
-        # the layer index only where a subclass needs it (the calibration capture): a compiled block
-        # reading it would be specialized (recompiled) per layer; the flags above take two values at most
-        layer = hook.layer(attn) if self.needs_layer_index else None
-        return hook.t.phase, hook, layer
+    def _begin(self, attn) -> SparseCall:
+        """This call's phase, from the module's layer state (the one way to the step hook)."""
+        state = self._layer_state(attn)
+        if state is None:  # an attention module called on its own: no steps, select every call
+            return SparseCall(Phase.SELECT)
+        if not state.capable or state.dense:  # not a sparse-capable layer, or one of `dense_layers`
+            return SparseCall(Phase.DENSE, state.hook, state)
+        return SparseCall(state.hook.t.phase, state.hook, state)
 
-    def _parallel(self):
+    def _layer_state(self, attn) -> LayerState | None:
+        state = getattr(attn, LAYER_STATE, None)
+        if state is None:  # set with plain `set_attn_processor`: no hook yet
+            return _attach_on_first_call(attn, self.config)
+        if state.hook.config is not self.config:  # a new processor on a model that has the hook: its config rules
+            _reconfigure(state.hook, self.config)
+        return state
+
+    def _parallel(self, hook):
         """diffusers' parallel config: set on this processor, or on the model after we were installed."""
         if self._parallel_config is not None:
             return self._parallel_config
-        return getattr(self.step_hook, "parallel_config", None)
+        return getattr(hook, "parallel_config", None)
 
-    def _stock(self, processor):
+    def _stock(self, processor, hook=None):
         processor._attention_backend = self._attention_backend
-        processor._parallel_config = self._parallel()
+        processor._parallel_config = self._parallel(hook)
         return processor
 
     def _query_tiles(self, hook, seq_q: int):
@@ -78,87 +95,124 @@ class SparseAttention:
     def _dense(self, q, k, v):
         return dispatch_attention_fn(q, k, v, backend=self._attention_backend)
 
-    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
-        """Sparse attention of the video queries `q` over `k[:, :n_select]` (selected) and
-        `dense_range` (always attended). `heads` = (first head, heads of the model) when q holds a
-        slice of the heads (Ulysses); `module` is the attention module (its reuse state)."""
+    def _sparse(self, q, k, v, call: SparseCall):
+        """Sparse attention of the video queries `q` over `k[:, :call.n_select]` (selected) and
+        `call.dense_range` (always attended): select (or reuse), then attend."""
         cfg = self.config
-        collect = cfg.collect_stats and hook is not None and module is not None
+        collect = cfg.collect_stats and call.state is not None
         # CUDA events are host objects a compiled graph cannot hold: compiled blocks record density only
         timer = Timer(q.device) if collect and not torch.compiler.is_compiling() else None
         t0 = timer.mark() if timer else None
-        first, total = heads if heads is not None else (0, q.shape[2])
-        row = getattr(module, THRESHOLD_ROW, None) if module is not None else None
-        if row is not None:  # a per-layer table's row, on the module (no layer index read)
+        # the dense fallback exists where the kernel runs: there cuDNN/flash dense is faster
+        kernel = kernel_applies(q)
+        if kernel and cfg.rule == "topk" and cfg.budget() > cfg.dense_fallback_density:
+            # the budget keeps nearly everything, and nothing is selected
+            out = self._dense(q, k, v)
+            if collect:
+                self._measured(call.state, torch.ones(q.shape[2], device=q.device), timer and (t0, t0, timer.mark()))
+            return out
+        selection = self._select(q, k, call)
+        t1 = timer.mark() if timer else None
+        # min-p: decided by the index buffer's size, known on the host without a sync (the top-k
+        # budget was decided above, so a rounding or sampled-cut excess never falls back)
+        kept = selection.column_index.numel() / max(1, selection.column_count.numel() * call.n_select)
+        fallback = kernel and cfg.rule == "minp" and kept > cfg.dense_fallback_density
+        if fallback:
+            out = self._dense(q, k, v)
+        else:
+            out = sparse_attention(q, k, v, selection, dense_range=call.dense_range, compensate=cfg.compensate)
+        if collect:
+            per_head = (selection.column_count.sum((0, 2)).float()
+                        / (selection.batch * selection.num_query_blocks * max(call.n_select, 1)))
+            if fallback:  # dense ran: every key was attended
+                per_head = torch.ones_like(per_head)
+            self._measured(call.state, per_head, timer and (t0, t1, timer.mark()))
+        return out
+
+    def _select(self, q, k, call: SparseCall):
+        """The selection over `k[:, :n_select]`: the branch's kept one on a reuse step (same shapes),
+        else a new one, kept for reuse where the step hook planned it (as a bitmask)."""
+        cfg, hook, state, n_select = self.config, call.hook, call.state, call.n_select
+        tiles = self._query_tiles(hook, q.shape[1])
+        kept = state.reuse if (hook is not None and state is not None) else None
+        cached = kept.get(hook.t.branch) if (call.phase is Phase.REUSE and kept is not None) else None
+        if cached is not None and (cached.num_keys != n_select or cached.batch != q.shape[0]
+                                   or cached.query_tiles != tiles):
+            cached = None  # a different shape (resolution change mid-run): select again
+        if cached is not None:
+            return cached.expand()
+        keep = kept is not None and state.keep
+        selection, bits = select_vectors(q, k[:, :n_select], self._threshold(q, call), keep_bitmask=keep,
+                                         mode=cfg.selection_mode, max_density=cfg.budget(),
+                                         min_columns=cfg.min_columns, query_tiles=tiles)
+        if keep:
+            kept[hook.t.branch] = bits
+        return selection
+
+    def _threshold(self, q, call: SparseCall):
+        """The min-p threshold of q's heads: the layer's row of a per-layer table (a tensor on its
+        state: no layer index read), else the config's scalar or per-head value."""
+        first, total = call.heads if call.heads is not None else (0, q.shape[2])
+        row = call.state.threshold if call.state is not None else None
+        if row is not None:
             if row.numel() != total:
                 raise ValueError(f"`threshold` table has {row.numel()} heads but the layer has {total}")
             threshold = row
         else:
-            threshold = cfg.threshold_for(layer or 0, total)
+            threshold = self.config.threshold_for(0, total)
         if isinstance(threshold, torch.Tensor):
             threshold = threshold[first:first + q.shape[2]]
-        tiles = self._query_tiles(hook, q.shape[1])
-        # reuse keeps the bitmask form (9/64 bytes per block and key) on the module, expanded again
-        # on reuse steps; the step hook decided before the forward which modules keep theirs
-        slot = getattr(module, REUSE_SLOT, None) if hook is not None else None
-        cached = slot.get(hook.t.branch) if (phase is Phase.REUSE and slot is not None) else None
-        if cached is not None and (cached.num_keys != n_select or cached.batch != q.shape[0]
-                                   or cached.query_tiles != tiles):
-            cached = None  # a different shape (resolution change mid-run): select again
-        kernel = q.dtype in SUPPORTED_DTYPES and q.shape[-1] in SUPPORTED_HEAD_DIMS and use_triton(q)
-        if not kernel:
-            warn_once(f"no Triton kernel for {q.device.type} {q.dtype} head_dim {q.shape[-1]}; "
-                      "running the PyTorch path (the selection as an SDPA mask)")
-        keep_for_reuse = slot is not None and getattr(module, KEEP_FLAG, False)
-        if kernel and cfg.rule == "topk" and cfg.budget() > cfg.dense_fallback_density:
-            # the budget keeps nearly everything: cuDNN/flash dense is faster, and nothing is selected
-            out = self._dense(q, k, v)
-            if collect:
-                self._measured(module, torch.ones(q.shape[2], device=q.device), timer and (t0, t0, timer.mark()))
-            return out
-        if cached is not None:
-            selection = cached.expand()
-        else:
-            kwargs = dict(mode=cfg.selection_mode, max_density=cfg.budget(), min_columns=cfg.min_columns,
-                          query_tiles=tiles)
-            if kernel and keep_for_reuse:
-                bits = vector_selection_bitmask(q, k[:, :n_select], threshold, **kwargs)
-                selection = bits.expand()
-            elif kernel:
-                selection = vector_selection(q, k[:, :n_select], threshold, **kwargs)
-            else:
-                selection = vector_selection_reference(q, k[:, :n_select], threshold, **kwargs)
-                bits = SelectionBitmask.from_selection(selection) if keep_for_reuse else None
-            if keep_for_reuse:
-                slot[hook.t.branch] = bits
-        t1 = timer.mark() if timer else None
-        # min-p: decided by the index buffer's size, known on the host without a sync (the top-k
-        # budget was decided above, so a rounding or sampled-cut excess never falls back)
-        kept = selection.column_index.numel() / max(1, selection.column_count.numel() * n_select)
-        fallback = kernel and cfg.rule == "minp" and kept > cfg.dense_fallback_density
-        if fallback:
-            out = self._dense(q, k, v)  # nearly everything kept: cuDNN/flash dense is faster
-        elif kernel:
-            out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, compensate=cfg.compensate)
-        else:
-            out = masked_sparse_attention(q, k, v, selection, dense_range or (0, 0), compensate=cfg.compensate)
-        if collect:
-            per_head = selection.column_count.sum((0, 2)).float() / (selection.batch * selection.num_query_blocks * max(n_select, 1))
-            if fallback:  # dense ran: every key was attended
-                per_head = torch.ones_like(per_head)
-            self._measured(module, per_head, timer and (t0, t1, timer.mark()))
-        return out
+        return threshold
 
     @staticmethod
-    def _measured(module, density, events):
-        """`collect_stats`: this call's per-head density (and, eager, its events) on the module; the
-        step hook turns it into a record after the forward."""
-        slot = getattr(module, STATS_SLOT)
-        slot["density"] = density
+    def _measured(state: LayerState, density, events):
+        """`collect_stats`: this call's per-head density (and, eager, its events) on the layer state;
+        the step hook turns it into a record after the forward."""
+        state.measured["density"] = density
         if events:
-            slot["events"] = events
+            state.measured["events"] = events
+
+
+@torch.compiler.disable
+def _reconfigure(hook: VecStepHook, config: VecAttnConfig) -> None:
+    hook.reconfigure(config)
+
+
+@torch.compiler.disable
+def _attach_on_first_call(attn, config: VecAttnConfig) -> LayerState | None:
+    """A processor set with plain `set_attn_processor`: find the transformer that is running (the
+    caller's stack holds its forward) and attach the step hook to it, once.
+
+    The forward in flight started before the hook existed, so it is counted here from the
+    forward's own `timestep`, its grid from the family's `grid_locals`; the pipeline (if any)
+    gives the step count.
+    """
+    from diffusers import DiffusionPipeline
+    from diffusers.models.modeling_utils import ModelMixin
+
+    frame = sys._getframe(1)
+    transformer, timestep, grid, pipeline = None, None, None, None
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if transformer is None and isinstance(owner, ModelMixin) and any(m is attn for m in owner.modules()):
+            transformer, timestep = owner, frame.f_locals.get("timestep")
+            family = family_of(owner)
+            names = family.grid_locals if family is not None else ()
+            if names and all(isinstance(frame.f_locals.get(n), int) for n in names):
+                grid = tuple(frame.f_locals[n] for n in names)
+        elif isinstance(owner, DiffusionPipeline):
+            pipeline = owner
+            break
+        frame = frame.f_back
+    if transformer is None:
+        return None
+    if get_step_hook(transformer) is None:
+        hook = apply_step_hook(transformer, config, require_family(transformer), getattr(pipeline, "scheduler", None))
+        hook.begin_forward(timestep if timestep is not None else 0.0)
+        hook.t.grid = grid
+    return getattr(attn, LAYER_STATE, None)
 
 
 def fused_rope_applies(x) -> bool:
     """The in-place norm/RoPE kernels apply: a fresh projection output, inference only (no backward)."""
-    return use_triton(x) and x.dtype in SUPPORTED_DTYPES and x.shape[-1] in SUPPORTED_HEAD_DIMS and not x.requires_grad
+    return kernel_applies(x) and not x.requires_grad

@@ -9,20 +9,30 @@ than stock; HunyuanVideo-1.5's stock processor even builds a [B, 1, S, S] mask p
 versions differ in the mask they pass: HunyuanVideo a key mask over all tokens (padded text queries
 still attend), HunyuanVideo-1.5 a [B, text] mask applied to queries and keys (padded text queries
 get zeros, as its stock processor gives them). HunyuanVideo has no diffusers context-parallel plan: under
-`vecdit.parallel.enable_context_parallel` this processor does the Ulysses exchange of the video part.
+`vecdit.parallel.enable_context_parallel` with its family's `cp_plan` this processor does the Ulysses
+exchange of the video part.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
+
 import torch
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.normalization import RMSNorm
+from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoTransformer3DModel
+from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15Transformer3DModel
 
+from vecdit.config import PRESET
 from vecdit.ops import rms_norm_rotary_, rotary_pairs_
 from vecdit.parallel import gather_heads, heads_to_seq, seq_to_heads
-from vecdit.schedule import Phase
+from vecdit.schedule import Phase, patchified_grid
 
 from ._sparse import SparseAttention, fused_rope_applies
+from .families import ModelFamily
 
 
 class HunyuanVideoVecAttnProcessor(SparseAttention):
@@ -34,11 +44,8 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
     >>> pipe.transformer.set_attn_processor(HunyuanVideoVecAttnProcessor())  # doctest: +SKIP
     """
 
-    # valid text lengths read at the transformer's input (no data-dependent read in compiled blocks)
-    forward_probe = staticmethod(lambda model, args, kwargs: valid_text_lengths(model, args, kwargs))
-
-    def __init__(self, config=None):
-        super().__init__(config)
+    def __init__(self, config=None, engine=None):
+        super().__init__(config, engine)
         self._stock_plain = AttnProcessor2_0()
         self._valid_text_cache = (None, None)
 
@@ -59,8 +66,10 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
                                     attn.norm_added_q, attn.norm_added_k)
             query, key, value = torch.cat([query, eq], 1), torch.cat([key, ek], 1), torch.cat([value, ev], 1)
 
-        phase, hook, layer = self._phase(attn)
-        exchange = self._hunyuan_ulysses(query.shape[2]) if self._parallel() is not None else None
+        eng = self.engine
+        call = eng._begin(attn)
+        parallel = eng._parallel(call.hook)
+        exchange = _hunyuan_ulysses(parallel, query.shape[2]) if parallel is not None else None
         if exchange is not None:  # video: sequence shards -> all tokens of this rank's heads
             world, group, first, _ = exchange
             heads = slice(first, first + query.shape[2] // world)
@@ -71,21 +80,20 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         # HunyuanVideo-1.5's [batch, text] mask also masks the padded text queries
         queries_masked = attention_mask is not None and attention_mask.dim() == 2
         # samples with different valid text lengths are attended separately (no padding mask)
-        for rows, n_valid in self._valid_text_groups(attention_mask, n_video, n_text, query.shape[0]):
+        for rows, n_valid in self._valid_text_groups(attention_mask, n_video, n_text, query.shape[0], call.hook):
             q, k, v = query[rows], key[rows], value[rows]
             n_keys = n_video + n_valid
             k, v = k[:, :n_keys], v[:, :n_keys]
             n_queries = n_keys if queries_masked else q.shape[1]  # rows past it stay zero
-            if phase is Phase.DENSE:
-                out = self._dense(q[:, :n_queries], k, v)
+            if call.phase is Phase.DENSE:
+                out = eng._dense(q[:, :n_queries], k, v)
             else:
                 heads = (exchange[2], exchange[3]) if exchange is not None else None
-                if self.config.text_handling == "always":
-                    video = self._sparse(q[:, :n_video], k, v, n_video, (n_video, n_keys), phase, hook, layer, heads,
-                                         module=attn)
+                if eng.config.text_handling == "always":
+                    keys = call.keys(n_video, (n_video, n_keys), heads)
                 else:
-                    video = self._sparse(q[:, :n_video], k, v, n_keys, None, phase, hook, layer, heads, module=attn)
-                out = torch.cat([video, self._dense(q[:, n_video:n_queries], k, v)], 1)
+                    keys = call.keys(n_keys, None, heads)
+                out = torch.cat([eng._sparse(q[:, :n_video], k, v, keys), eng._dense(q[:, n_video:n_queries], k, v)], 1)
             if n_queries < q.shape[1]:
                 out = torch.cat([out, out.new_zeros(out.shape[0], q.shape[1] - n_queries, *out.shape[2:])], 1)
             outs.append(out)
@@ -102,18 +110,7 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
             text_out = attn.to_add_out(text_out)
         return video_out, text_out
 
-    def _hunyuan_ulysses(self, heads):
-        """(world, group, first local head, heads) under vecdit's HunyuanVideo context-parallel plan."""
-        cp = self._parallel().context_parallel_config
-        if cp is None or cp.ring_degree > 1:
-            raise ValueError("vecdit runs HunyuanVideo with Ulysses context parallelism only: "
-                             "ContextParallelConfig(ulysses_degree=N) and vecdit.parallel.enable_context_parallel")
-        world = cp.ulysses_degree
-        if heads % world:
-            raise ValueError(f"Ulysses degree {world} must divide the number of heads ({heads})")
-        return world, cp._ulysses_mesh.get_group(), cp._ulysses_local_rank * (heads // world), heads
-
-    def _valid_text_groups(self, attention_mask, n_video, n_text, batch):
+    def _valid_text_groups(self, attention_mask, n_video, n_text, batch, hook):
         """[(row slice, valid text tokens)]: valid tokens must be a prefix of the text (padding at the end).
 
         `attention_mask` covers all tokens (HunyuanVideo, `[B, 1, 1, S]`) or only the text
@@ -122,7 +119,7 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         """
         if attention_mask is None:
             return [(slice(0, batch), n_text)]
-        lengths = getattr(getattr(self.step_hook, "t", None), "probe", None)
+        lengths = hook.t.probe if hook is not None else None
         if isinstance(lengths, list) and len(lengths) == batch and all(0 <= n <= n_text for n in lengths):
             return _groups(lengths)  # read at the transformer's input: Python ints, no read here
         cached_mask, groups = self._valid_text_cache
@@ -141,6 +138,18 @@ class HunyuanVideoVecAttnProcessor(SparseAttention):
         return groups
 
 
+def _hunyuan_ulysses(parallel, heads):
+    """(world, group, first local head, heads) under vecdit's HunyuanVideo context-parallel plan."""
+    cp = parallel.context_parallel_config
+    if cp is None or cp.ring_degree > 1:
+        raise ValueError("vecdit runs HunyuanVideo with Ulysses context parallelism only: "
+                         "ContextParallelConfig(ulysses_degree=N) and vecdit.parallel.enable_context_parallel")
+    world = cp.ulysses_degree
+    if heads % world:
+        raise ValueError(f"Ulysses degree {world} must divide the number of heads ({heads})")
+    return world, cp._ulysses_mesh.get_group(), cp._ulysses_local_rank * (heads // world), heads
+
+
 def _groups(lengths: list[int]) -> list[tuple[slice, int]]:
     """Runs of equal valid text length: [(row slice, length)]."""
     groups, start = [], 0
@@ -151,30 +160,35 @@ def _groups(lengths: list[int]) -> list[tuple[slice, int]]:
     return groups
 
 
-def valid_text_lengths(model, args, kwargs) -> list[int] | None:
-    """Valid text tokens per sample of a HunyuanVideo / HunyuanVideo-1.5 forward, from its inputs
-    (one host read per forward, at the root): HunyuanVideo's are the `encoder_attention_mask`
-    prefix; HunyuanVideo-1.5 puts the valid image, ByT5 and Qwen tokens first (image tokens count
-    only in I2V, where `image_embeds` is not all zeros, as its forward decides)."""
-    import inspect
-
-    name = type(model).__name__
-    if name not in ("HunyuanVideoTransformer3DModel", "HunyuanVideo15Transformer3DModel"):
-        return None
+def _forward_args(model, args, kwargs) -> dict | None:
     try:
-        bound = inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
+        return inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments
     except TypeError:
         return None
-    mask = bound.get("encoder_attention_mask")
+
+
+def valid_text_lengths(model, args, kwargs) -> list[int] | None:
+    """Valid text tokens per sample of a HunyuanVideo forward, from its inputs (one host read per
+    forward, at the root): the `encoder_attention_mask` prefix."""
+    bound = _forward_args(model, args, kwargs)
+    mask = bound.get("encoder_attention_mask") if bound is not None else None
+    return mask.bool().sum(1).tolist() if mask is not None else None
+
+
+def valid_context_lengths_15(model, args, kwargs) -> list[int] | None:
+    """HunyuanVideo-1.5's valid context tokens per sample: it puts the valid image, ByT5 and Qwen
+    tokens first (image tokens count only in I2V, where `image_embeds` is not all zeros, as its
+    forward decides)."""
+    bound = _forward_args(model, args, kwargs)
+    mask = bound.get("encoder_attention_mask") if bound is not None else None
     if mask is None:
         return None
     counts = mask.bool().sum(1)
-    if name == "HunyuanVideo15Transformer3DModel":
-        mask_2, image = bound.get("encoder_attention_mask_2"), bound.get("image_embeds")
-        if mask_2 is not None:
-            counts = counts + mask_2.bool().sum(1)
-        if image is not None and not bool(torch.all(image == 0)):
-            counts = counts + image.shape[1]
+    mask_2, image = bound.get("encoder_attention_mask_2"), bound.get("image_embeds")
+    if mask_2 is not None:
+        counts = counts + mask_2.bool().sum(1)
+    if image is not None and not bool(torch.all(image == 0)):
+        counts = counts + image.shape[1]
     return counts.tolist()
 
 
@@ -203,3 +217,42 @@ def _hunyuan_norm_rope(x, norm, n_video, image_rotary_emb):
         rotary_pairs_(x[:, :n_video], cos[:, 0::2].float(), sin[:, 0::2].float())
         return x
     return torch.cat([apply_rotary_emb(x[:, :n_video], image_rotary_emb, sequence_dim=1), x[:, n_video:]], 1)
+
+
+def _hunyuan_grid(model, hidden_states):
+    """Spatial `patch_size`, temporal `patch_size_t` (HunyuanVideo and HunyuanVideo-1.5)."""
+    patch = model.config.patch_size
+    return patchified_grid(hidden_states, (model.config.get("patch_size_t", 1), patch, patch))
+
+
+# vecdit's context-parallel plan for HunyuanVideo (see `vecdit.parallel`): the video tokens and
+# their RoPE split across ranks, the text whole on every rank
+HUNYUAN_VIDEO_CP_PLAN = {
+    "rope": {
+        0: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
+        1: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
+    },
+    "transformer_blocks.0": {
+        "hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
+    },
+    "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+}
+HUNYUAN_VIDEO = ModelFamily(
+    name="hunyuan",
+    transformers=(HunyuanVideoTransformer3DModel,),
+    attention=(Attention,),
+    adapter=HunyuanVideoVecAttnProcessor,
+    # joint attention of the dual- and single-stream blocks (the token refiner stays stock)
+    sparse_layers=re.compile(r"transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn"),
+    latent_grid=_hunyuan_grid,
+    preset=PRESET,
+    checkpoints=("hunyuanvideo", "hunyuanvideo-i2v"),
+    # valid text lengths read at the transformer's input (no data-dependent read in compiled blocks)
+    forward_probe=valid_text_lengths,
+    cp_plan=HUNYUAN_VIDEO_CP_PLAN,
+)
+# HunyuanVideo's adapter, layers and grid; its own valid-context probe, and no context-parallel plan
+HUNYUAN_VIDEO_15 = dataclasses.replace(
+    HUNYUAN_VIDEO, name="hunyuan15", transformers=(HunyuanVideo15Transformer3DModel,),
+    checkpoints=("hunyuanvideo-1.5-t2v", "hunyuanvideo-1.5-i2v"), forward_probe=valid_context_lengths_15, cp_plan=None,
+)

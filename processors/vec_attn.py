@@ -1,21 +1,22 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""`VecAttnProcessor`: one processor for every vecdit model family, for the one-line install.
+"""`VecAttnProcessor`: one processor for every registered model family, for the one-line install.
 
 `pipe.transformer.set_attn_processor(VecAttnProcessor())` puts the same instance on every
-attention module; `__call__` sends each call to its family's adapter (`WanVecAttnProcessor`,
-`HunyuanVideoVecAttnProcessor`), which share one config, step hook and sparse path.
+attention module; `__call__` hands each call to the adapter of the module's family (its
+`ModelFamily.adapter`, built once per family), which runs on this processor's config, attention
+backend, parallel config and sparse path.
 """
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_processor import Attention
 
-from .hunyuan_video import HunyuanVideoVecAttnProcessor
-from .wan import WanVecAttnProcessor
+from ._sparse import SparseAttention
+from .families import family_of_module, registered
 
 
-class VecAttnProcessor(WanVecAttnProcessor, HunyuanVideoVecAttnProcessor):
-    """Vector-wise sparse attention processor (Wan2.1/2.2 T2V and I2V, HunyuanVideo).
+class VecAttnProcessor(SparseAttention):
+    """Vector-wise sparse attention processor (Wan2.1/2.2 T2V and I2V, HunyuanVideo, and every
+    family registered with `vecdit.processors.register_family`).
 
     Args:
         config (`VecAttnConfig`, *optional*): selection rule, query tiles and schedule; defaults to
@@ -23,6 +24,11 @@ class VecAttnProcessor(WanVecAttnProcessor, HunyuanVideoVecAttnProcessor):
 
     >>> pipe.transformer.set_attn_processor(VecAttnProcessor())  # doctest: +SKIP
     """
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        # family name -> its adapter, built here: a compiled block finds them ready
+        self._adapters: dict[str, SparseAttention] = {f.name: f.adapter(engine=self) for f in registered()}
 
     def __call__(
         self,
@@ -33,9 +39,18 @@ class VecAttnProcessor(WanVecAttnProcessor, HunyuanVideoVecAttnProcessor):
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
-        if isinstance(attn, Attention):  # HunyuanVideo's legacy module class
-            return HunyuanVideoVecAttnProcessor.__call__(self, attn, hidden_states, encoder_hidden_states,
-                                                         attention_mask, image_rotary_emb)
-        if not hasattr(attn, "is_cross_attention"):
-            raise ValueError(f"VecAttnProcessor supports Wan and HunyuanVideo attention modules, got {type(attn).__name__}")
-        return WanVecAttnProcessor.__call__(self, attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        state = self._layer_state(attn)
+        family = state.hook.family if state is not None else family_of_module(attn)
+        if family is None:
+            raise ValueError(f"VecAttnProcessor has no model family for {type(attn).__name__} modules; "
+                             "register one with vecdit.processors.register_family")
+        adapter = self._adapters.get(family.name)
+        if adapter is None:  # a family registered after this processor was made
+            adapter = self._add_adapter(family)
+        rope = rotary_emb if rotary_emb is not None else image_rotary_emb  # Wan's name, HunyuanVideo's
+        return adapter(attn, hidden_states, encoder_hidden_states, attention_mask, rope)
+
+    @torch.compiler.disable
+    def _add_adapter(self, family):
+        adapter = self._adapters[family.name] = family.adapter(engine=self)
+        return adapter

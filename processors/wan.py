@@ -8,13 +8,19 @@ all-to-all, on the full sequence of the local heads.
 """
 from __future__ import annotations
 
-import torch
-from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
+import re
 
+import torch
+from diffusers.models.transformers.transformer_wan import (WanAttention, WanAttnProcessor, WanTransformer3DModel,
+                                                           _get_qkv_projections)
+from diffusers.models.transformers.transformer_wan_vace import WanVACETransformer3DModel
+
+from vecdit.config import PRESET
 from vecdit.ops import rms_norm_rotary_, rotary_pairs_
-from vecdit.schedule import Phase
+from vecdit.schedule import Phase, patchified_grid
 
 from ._sparse import SparseAttention, fused_rope_applies
+from .families import ModelFamily
 
 
 class WanVecAttnProcessor(SparseAttention):
@@ -26,30 +32,33 @@ class WanVecAttnProcessor(SparseAttention):
     >>> pipe.transformer.set_attn_processor(WanVecAttnProcessor())  # doctest: +SKIP
     """
 
-    def __init__(self, config=None):
-        super().__init__(config)
+    def __init__(self, config=None, engine=None):
+        super().__init__(config, engine)
         self._stock_wan = WanAttnProcessor()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         if not hasattr(attn, "is_cross_attention"):
             raise ValueError(f"WanVecAttnProcessor supports Wan attention modules, got {type(attn).__name__}")
-        phase, hook, layer = self._phase(attn)
-        if encoder_hidden_states is not None or phase is Phase.DENSE:
-            return self._stock(self._stock_wan)(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        eng = self.engine
+        if encoder_hidden_states is not None:  # cross-attention (text, I2V image): stock
+            return eng._stock(self._stock_wan)(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        call = eng._begin(attn)
+        if call.phase is Phase.DENSE:
+            return eng._stock(self._stock_wan, call.hook)(attn, hidden_states, None, attention_mask, rotary_emb)
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
         # qk-norm over all heads, then RoPE
         query = _wan_norm_rope(query.unflatten(2, (attn.heads, -1)), attn.norm_q, rotary_emb)
         key = _wan_norm_rope(key.unflatten(2, (attn.heads, -1)), attn.norm_k, rotary_emb)
         value = value.unflatten(2, (attn.heads, -1))
-        parallel = self._parallel()
+        parallel = eng._parallel(call.hook)
         if parallel is None:
-            out = self._sparse(query, key, value, key.shape[1], None, phase, hook, layer, module=attn)
+            out = eng._sparse(query, key, value, call.keys(key.shape[1]))
         else:
-            out = self._sparse_ulysses(query, key, value, parallel, phase, hook, layer, attn)
+            out = self._sparse_ulysses(query, key, value, parallel, call)
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
-    def _sparse_ulysses(self, query, key, value, parallel, phase, hook, layer, attn):
+    def _sparse_ulysses(self, query, key, value, parallel, call):
         """Inside diffusers' Ulysses all-to-all: each rank sees the whole sequence for H/N heads,
         so selection and kernel run unchanged on the local heads."""
         from diffusers.models.attention_dispatch import _templated_context_parallel_attention
@@ -67,8 +76,7 @@ class WanVecAttnProcessor(SparseAttention):
 
         def forward_op(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
                        return_lse=False, _save_ctx=True, _parallel_config=None):
-            return self._sparse(q, k, v, k.shape[1], None, phase, hook, layer, heads=(first_head, query.shape[2]),
-                                module=attn)
+            return self.engine._sparse(q, k, v, call.keys(k.shape[1], heads=(first_head, query.shape[2])))
 
         return _templated_context_parallel_attention(query, key, value, None, 0.0, False, None, False, False,
                                                      forward_op=forward_op, backward_op=None, _parallel_config=parallel)
@@ -101,3 +109,17 @@ def _wan_rope(x, freqs_cos, freqs_sin):
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x)
+
+
+WAN = ModelFamily(
+    name="wan",
+    transformers=(WanTransformer3DModel, WanVACETransformer3DModel),
+    attention=(WanAttention,),
+    adapter=WanVecAttnProcessor,
+    # self-attention of every block (cross-attention stays stock; VACE's own blocks stay dense)
+    sparse_layers=re.compile(r"blocks\.\d+\.attn1"),
+    latent_grid=lambda model, hidden_states: patchified_grid(hidden_states, model.config.patch_size),
+    preset=PRESET,
+    checkpoints=("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p",
+                 "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b"),
+)

@@ -131,7 +131,7 @@ def _hunyuan_worker(rank, world, port, out_dir):
 
     from vecdit.parallel import enable_context_parallel
     from vecdit.pipelines.tiny import tiny_hunyuan_transformer
-    from vecdit.processors import VecAttnProcessor
+    from vecdit.processors import VecAttnProcessor, family_of
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.accelerator.device_count = lambda: 1  # see _worker
@@ -139,7 +139,7 @@ def _hunyuan_worker(rank, world, port, out_dir):
     try:
         model = tiny_hunyuan_transformer()
         model.set_attn_processor(VecAttnProcessor(VecAttnConfig(**CONFIG)))
-        enable_context_parallel(model, ContextParallelConfig(ulysses_degree=2))
+        enable_context_parallel(model, ContextParallelConfig(ulysses_degree=2), family_of(model))
         with torch.no_grad():
             out = model(**_hunyuan_inputs())[0]
         if rank == 0:  # the gathered output is an async collective tensor: materialize it

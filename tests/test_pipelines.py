@@ -160,7 +160,8 @@ def test_dense_last_steps_and_a_new_processor_on_a_hooked_model():
     first = VecAttnProcessor(VecAttnConfig(density=0.25, dense_steps=5))
     pipe.transformer.set_attn_processor(first)
     generate(pipe, dict(WAN, guidance_scale=1.0), steps=2)
-    assert [p for _, _, p in first.step_hook.last.history] == ["dense", "dense"]
+    hook = get_step_hook(pipe.transformer)
+    assert hook.config is first.config and [p for _, _, p in hook.last.history] == ["dense", "dense"]
 
 
 def _spy_sparse_calls(monkeypatch):
@@ -169,12 +170,11 @@ def _spy_sparse_calls(monkeypatch):
 
     calls, real = [], sparse.SparseAttention._sparse
 
-    def spy(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
-        from vecdit.schedule import REUSE_SLOT
-
-        reused = phase.value == "reuse" and hook.t.branch in getattr(module, REUSE_SLOT, {})
-        calls.append((hook.t.step, hook.t.branch, hook.layer(module), phase.value, reused))
-        return real(self, q, k, v, n_select, dense_range, phase, hook, layer, heads, module)
+    def spy(self, q, k, v, call):
+        hook = call.hook
+        reused = call.phase.value == "reuse" and hook.t.branch in call.state.reuse
+        calls.append((hook.t.step, hook.t.branch, call.state.layer, call.phase.value, reused))
+        return real(self, q, k, v, call)
 
     monkeypatch.setattr(sparse.SparseAttention, "_sparse", spy)
     return calls

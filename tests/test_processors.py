@@ -10,6 +10,7 @@ from vecdit import VecAttnConfig
 from vecdit.config import PRESET_DENSITY
 from vecdit.pipelines.tiny import tiny_hunyuan_transformer, tiny_wan_pipeline, tiny_wan_transformer
 from vecdit.processors import VecAttnProcessor
+from vecdit.schedule import get_step_hook
 
 KEEP_ALL = VecAttnConfig(threshold=1e-30, dense_steps=0)  # every key kept: must equal dense
 SPARSE = VecAttnConfig(threshold=0.9, dense_steps=0)
@@ -140,7 +141,7 @@ def test_schedule_on_wan_pipeline_with_only_set_attn_processor():
     pipe.transformer.set_attn_processor(processor)
     kw = dict(height=128, width=128, num_frames=9, max_sequence_length=16, output_type="np")
     pipe("a fox", num_inference_steps=6, guidance_scale=5.0, **kw)
-    hook = processor.step_hook
+    hook = get_step_hook(pipe.transformer)  # attached by the processor's first call
     assert hook is not None
     # reset after the generation (diffusers resets stateful hooks at the end of __call__)
     assert hook.t.history == [] and hook.selections() == {}
@@ -280,14 +281,14 @@ def test_torch_compile_of_the_whole_transformer_matches_eager():
 @pytest.mark.parametrize("family", ["wan-t2v", "wan-i2v", "hunyuan"])
 def test_default_config_runs_tiles_of_the_model_grid_at_its_density(family, monkeypatch):
     # out of the box: 4x4x4 query tiles on the post-patchify grid the transformer's forward sees, top-k rule
-    import vecdit.processors._sparse as sparse
+    import vecdit.ops.dispatch as dispatch
 
     model, inputs = ((tiny_hunyuan_transformer(), hunyuan_inputs()) if family == "hunyuan"
                      else (tiny_wan_transformer(image=family == "wan-i2v"), wan_inputs(image=family == "wan-i2v")))
     stock = run(model, inputs)
     seen = []
-    real = sparse.vector_selection_reference
-    monkeypatch.setattr(sparse, "vector_selection_reference", lambda *a, **k: seen.append(k["query_tiles"]) or real(*a, **k))
+    real = dispatch.vector_selection_reference
+    monkeypatch.setattr(dispatch, "vector_selection_reference", lambda *a, **k: seen.append(k["query_tiles"]) or real(*a, **k))
     vecdit.enable(model, VecAttnConfig(density=1.0, dense_steps=0, dense_fallback_density=1.0))
     assert rel(run(model, inputs), stock) < 1e-4  # every key kept through the tile path: the stock output
     vecdit.disable(model)

@@ -15,15 +15,20 @@ _EXPORTS = {
     "apply_vec_sparse": "api", "disable": "api", "enable": "api", "is_enabled": "api", "remove_vec_sparse": "api",
     "stats": "api",
     "quantize_fp8": "fp8",
-    # the processor imports diffusers' model code
-    "VecAttnProcessor": "processors",
+    # the processors import diffusers' model code
+    "VecAttnProcessor": "processors", "ModelFamily": "processors", "register_family": "processors",
+    "unregister_family": "processors",
 }
+# presets come from the model families, registered when `vecdit.processors` is imported
+_NEED_FAMILIES = ("PRESETS", "VecAttnConfig")
 _SUBMODULES = ("api", "bench", "config", "fp8", "lab", "ops", "parallel", "pipelines", "processors", "samples",
                "schedule", "utils")
 
 
 def __getattr__(name):
     if name in _EXPORTS:
+        if name in _NEED_FAMILIES:
+            importlib.import_module("vecdit.processors")
         value = getattr(importlib.import_module(f"vecdit.{_EXPORTS[name]}"), name)
         globals()[name] = value  # later lookups skip this function
         return value
@@ -37,6 +42,7 @@ def __dir__():
 
 
 __all__ = [
-    "PRESETS", "VecAttnConfig", "VecAttnProcessor", "VectorSelection", "apply_vec_sparse", "disable", "enable",
-    "is_enabled", "quantize_fp8", "remove_vec_sparse", "stats", "vector_selection", "vector_sparse_attention", "__version__",
+    "ModelFamily", "PRESETS", "VecAttnConfig", "VecAttnProcessor", "VectorSelection", "apply_vec_sparse", "disable",
+    "enable", "is_enabled", "quantize_fp8", "register_family", "remove_vec_sparse", "stats", "unregister_family",
+    "vector_selection", "vector_sparse_attention", "__version__",
 ]

@@ -24,7 +24,7 @@ def _check_not_enabled(transformer) -> None:
 
 
 def _vecdit_processor(processor) -> bool:
-    from vecdit.processors._sparse import SparseAttention
+    from vecdit.processors import SparseAttention
 
     return isinstance(processor, SparseAttention)
 
@@ -84,7 +84,6 @@ def _remove_hand_installed(transformer) -> bool:
         for attr in ("_attention_backend", "_parallel_config"):
             if getattr(ours, attr, None) is not None and hasattr(stock, attr):
                 setattr(stock, attr, getattr(ours, attr))
-        ours.step_hook = None  # installed again later, it attaches a fresh hook
         processors[name] = stock
     transformer.set_attn_processor(processors)
     logger.info("vecdit removed from %s: diffusers' default processors on %d attention modules",
@@ -95,10 +94,12 @@ def _remove_hand_installed(transformer) -> bool:
 def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler=None) -> None:
     """Install `VecAttnProcessor` and the step hook on one transformer (reversible, see `remove_vec_sparse`)."""
     from vecdit.processors import VecAttnProcessor
+    from vecdit.processors.families import require_family
 
     _check_not_enabled(transformer)
     if getattr(transformer, "_compiled_call_impl", None) is not None or type(transformer).__name__ == "OptimizedModule":
         raise ValueError("enable vecdit before torch.compile: the compiled graph would keep the old processors")
+    family = require_family(transformer)
     config = config if config is not None else VecAttnConfig()
     saved = dict(transformer.attn_processors)
     processor = VecAttnProcessor(config)
@@ -106,7 +107,7 @@ def apply_vec_sparse(transformer, config: VecAttnConfig | None = None, scheduler
     # keep what diffusers set on the processors it replaces (attention backend, context parallelism)
     processor._attention_backend = getattr(first, "_attention_backend", None)
     processor._parallel_config = getattr(first, "_parallel_config", None)
-    processor.step_hook = apply_step_hook(transformer, config, scheduler, processor.forward_probe)
+    apply_step_hook(transformer, config, family, scheduler)
     transformer.set_attn_processor(processor)
     setattr(transformer, _SAVED, saved)
     logger.info("vecdit enabled on %s (%d attention modules)", type(transformer).__name__, len(saved))

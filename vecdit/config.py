@@ -209,9 +209,11 @@ class VecAttnConfig:
 
     @classmethod
     def for_model(cls, name: str, **overrides) -> "VecAttnConfig":
-        """Preset for `name` in `PRESETS` (flags in `overrides` win)."""
+        """Preset for `name` in `PRESETS` (flags in `overrides` win); the model families register
+        their presets when `vecdit.processors` is imported (`vecdit.VecAttnConfig` does it)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} (the model families of "
+                             "vecdit.processors register them)")
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
@@ -232,14 +234,12 @@ def _steps(value: int | float, num_inference_steps: int | None, name: str) -> in
 # 0.34-0.39) and, on 1x8x8 tiles, on the trained tiny model's own attention (0.196 against 0.216);
 # 4x4x8 tiles halve the selection's work and attend faster at equal density
 # (bench/results/compensation/). Set `dense_last_steps` (e.g. 0.1) where fine detail suffers, or a
-# higher `density` for a closer match to dense. Wan2.2 A14B: one config serves both experts, and the
-# low-noise expert starts with a fresh selection at the switch.
+# higher `density` for a closer match to dense. The model families (`vecdit.processors`) start
+# from it; Wan2.2 A14B: one config serves both experts, and the low-noise expert starts with a
+# fresh selection at the switch.
 PRESET_DENSITY = 0.10
 PRESET_TILES = (4, 4, 8)
-PRESETS: dict[str, VecAttnConfig] = {
-    name: VecAttnConfig(density=PRESET_DENSITY, query_tiles=PRESET_TILES, dense_steps=0.06) for name in (
-        "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p",
-        "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b",
-        "hunyuanvideo", "hunyuanvideo-i2v", "hunyuanvideo-1.5-t2v", "hunyuanvideo-1.5-i2v",
-    )
-}
+PRESET = VecAttnConfig(density=PRESET_DENSITY, query_tiles=PRESET_TILES, dense_steps=0.06)
+# preset name -> config: the one preset table, filled by the model families as they register
+# (`vecdit.processors.register_family`), so this file names no model
+PRESETS: dict[str, VecAttnConfig] = {}

@@ -1,10 +1,11 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Context parallelism for HunyuanVideo, which has no `_cp_plan` in diffusers.
+"""Context parallelism with a model family's own plan, where diffusers has no `_cp_plan`.
 
-The plan splits the video tokens (and their RoPE) across ranks and keeps the text whole on every
-rank. Joint attention then cannot use diffusers' Ulysses template (it would all-to-all the
-replicated text as if it were sequence shards), so `VecAttnProcessor` does the Ulysses exchange for
-the video part itself and takes its heads' slice of the text locally:
+A joint-attention family's plan (HunyuanVideo's `cp_plan`, in `processors/hunyuan_video.py`) splits
+the video tokens (and their RoPE) across ranks and keeps the text whole on every rank. Joint
+attention then cannot use diffusers' Ulysses template (it would all-to-all the replicated text as if
+it were sequence shards), so `VecAttnProcessor` does the Ulysses exchange for the video part itself
+and takes its heads' slice of the text locally:
 
     video [B, S/N, H, D] --all-to-all--> [B, S, H/N, D]    text [B, T, H, D] --slice--> [B, T, H/N, D]
     attention over [video, text] on H/N heads
@@ -14,23 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
-
-HUNYUAN_VIDEO_CP_PLAN = {
-    "rope": {
-        0: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
-        1: ContextParallelInput(split_dim=0, expected_dims=2, split_output=True),
-    },
-    "transformer_blocks.0": {
-        "hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False),
-    },
-    "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
-}
 
 
-def enable_context_parallel(transformer, config) -> None:
-    """`transformer.enable_parallelism(config)`, with vecdit's plan for HunyuanVideo (Ulysses only)."""
-    plan = HUNYUAN_VIDEO_CP_PLAN if type(transformer).__name__ == "HunyuanVideoTransformer3DModel" else None
+def enable_context_parallel(transformer, config, family=None) -> None:
+    """`transformer.enable_parallelism(config)` with `family`'s plan (its `cp_plan`, a
+    `vecdit.processors.ModelFamily`), or the model's own where the family has none (or no family)."""
+    plan = getattr(family, "cp_plan", None)
     transformer.enable_parallelism(config=config, cp_plan=plan)
 
 

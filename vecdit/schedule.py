@@ -10,8 +10,6 @@ Selections are kept per branch ("cond" / "uncond") and per layer, within a memor
 from __future__ import annotations
 
 import enum
-import re
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,23 +21,8 @@ from .config import VecAttnConfig
 from .utils import warn_once
 
 VEC_STEP_HOOK = "vecdit_step"
-# set on the sparse-capable attention modules (the same value on all: compiled blocks share one graph)
-SPARSE_LAYER_FLAG = "_vecdit_sparse_layer"
-# per sparse module: its selections kept for reuse ({branch: SelectionBitmask}), and whether this
-# forward's selection is to be kept. State on the module, decided here at the root before the
-# forward: a compiled block reads and writes it without reading the layer index or byte counts
-REUSE_SLOT = "_vecdit_reuse"
-KEEP_FLAG = "_vecdit_keep"
-DENSE_FLAG = "_vecdit_dense_layer"  # a layer of `dense_layers`
-# a per-layer threshold table's row, as a tensor on its module: compiled blocks read it as an input,
-# not as a Python layer index they would be specialized (recompiled) on
-THRESHOLD_ROW = "_vecdit_threshold_row"
-# `collect_stats`: what this forward's call of a module measured ({"density": [heads] tensor, and,
-# eager only, "events"}), written by the processor, turned into a record with the module's layer
-# index after the forward by the hook: compiled blocks never read the layer index
-STATS_SLOT = "_vecdit_stats"
-# sparse-capable attention modules: Wan self-attention, HunyuanVideo dual- and single-stream blocks
-_SPARSE_LAYER_PATTERN = re.compile(r"^(blocks\.\d+\.attn1|transformer_blocks\.\d+\.attn|single_transformer_blocks\.\d+\.attn)$")
+# the attribute of every attention module of a hooked transformer that holds its `LayerState`
+LAYER_STATE = "vecdit_layer_state"
 
 
 class Phase(enum.Enum):
@@ -67,6 +50,28 @@ class LayerStats:
     events: tuple | None = None  # (start, selected, end) CUDA events or perf_counter floats
 
 
+@dataclass(eq=False)
+class LayerState:
+    """What the step hook and the processors share about one attention module (on the module, as
+    `LAYER_STATE`): the hook decides it before a forward, the processor reads it during the call.
+
+    Compiled blocks read it without the layer index, so every layer shares one graph per phase:
+    `capable`, `dense` and `keep` take the same values on all layers (with the default budget), the
+    threshold row is a tensor (a graph input), `reuse` and `measured` are dicts.
+    """
+
+    hook: "VecStepHook"
+    capable: bool  # a sparse-capable layer (the family's `sparse_layers`)
+    # sparse layer index: read eagerly only (the hook's records, the calibration capture), never by
+    # a compiled block, which would be specialized (recompiled) on it
+    layer: int | None = None
+    dense: bool = False  # one of `dense_layers`
+    keep: bool = False  # this forward's selection is kept for reuse (within `reuse_budget_gb`)
+    threshold: torch.Tensor | None = None  # `[heads]` row of a per-layer min-p table
+    reuse: dict = field(default_factory=dict)  # branch -> SelectionBitmask kept for reuse
+    measured: dict = field(default_factory=dict)  # `collect_stats`: {"density": [heads], "events": ...}
+
+
 @dataclass
 class _Tracker:
     step: int = -1
@@ -88,72 +93,71 @@ class VecStepHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, config: VecAttnConfig, scheduler=None):
+    def __init__(self, config: VecAttnConfig, family, scheduler=None):
         super().__init__()
         self.config = config
+        # the transformer's model family (`vecdit.processors.ModelFamily`): its sparse layers,
+        # latent grid and forward probe
+        self.family = family
         self.scheduler = scheduler  # where the number of inference steps is read, if known
         self.state_manager = StateManager(_ContextSink)
         self.parallel_config = None  # the model's diffusers context-parallel config, read every forward
-        self.layer_of: dict[int, int] = {}  # id(attention module) -> sparse layer index
         self.modules: list = []  # the sparse-capable attention modules, in layer order
+        self.states: list[LayerState] = []  # their states, in the same order
+        self._attention: list = []  # every attention module given a state
         self.t = _Tracker()
         self.last = _Tracker()  # the finished generation, for `vecdit.stats` after the pipeline returns
         self._tiles: dict = {}  # grid -> QueryTiles (their index is built once per resolution)
         self.experts: list[VecStepHook] = [self]  # the hooks of one pipeline's transformers (Wan2.2 A14B)
-        self.forward_probe = None  # (model, args, kwargs) -> Python values for the processors, per forward
 
     def initialize_hook(self, module):
-        index = 0
+        """A `LayerState` on every attention module (`set_processor`): processors find this hook
+        through it; the family's `sparse_layers` are the sparse-capable ones, in model order."""
         for name, sub in module.named_modules():
-            if _SPARSE_LAYER_PATTERN.match(name):
-                self.layer_of[id(sub)] = index
+            if not hasattr(sub, "set_processor"):
+                continue
+            capable = self.family.sparse_layers.fullmatch(name) is not None
+            state = LayerState(self, capable, len(self.modules) if capable else None)
+            setattr(sub, LAYER_STATE, state)
+            self._attention.append(sub)
+            if capable:
                 self.modules.append(sub)
-                setattr(sub, SPARSE_LAYER_FLAG, True)
-                setattr(sub, REUSE_SLOT, {})
-                setattr(sub, STATS_SLOT, {})
-                setattr(sub, KEEP_FLAG, False)
-                index += 1
+                self.states.append(state)
         self._mark_layers()
         return module
 
     def _mark_layers(self):
-        """Per-layer settings as attributes of the attention modules: `dense_layers`, and the rows of
-        a per-layer threshold table."""
+        """Per-layer settings on the layer states: `dense_layers`, and the rows of a per-layer
+        threshold table."""
         table = self.config.threshold_table()
-        if table is not None and table.shape[0] < len(self.modules):
-            raise ValueError(f"`threshold` table has {table.shape[0]} layers but the model has {len(self.modules)} "
+        if table is not None and table.shape[0] < len(self.states):
+            raise ValueError(f"`threshold` table has {table.shape[0]} layers but the model has {len(self.states)} "
                              "sparse attention layers")
-        for i, m in enumerate(self.modules):
-            setattr(m, DENSE_FLAG, i in self.config.dense_layers)
-            if table is not None:
-                setattr(m, THRESHOLD_ROW, table[i].clone())
-            elif hasattr(m, THRESHOLD_ROW):
-                delattr(m, THRESHOLD_ROW)
+        for i, state in enumerate(self.states):
+            state.dense = i in self.config.dense_layers
+            state.threshold = table[i].clone() if table is not None else None
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were
-        for sub in self.modules:
-            for name in (SPARSE_LAYER_FLAG, REUSE_SLOT, KEEP_FLAG, DENSE_FLAG, THRESHOLD_ROW, STATS_SLOT):
-                if hasattr(sub, name):
-                    delattr(sub, name)
-        self.modules = []
+        for sub in self._attention:
+            if hasattr(sub, LAYER_STATE):
+                delattr(sub, LAYER_STATE)
+        self.modules, self.states, self._attention = [], [], []
         return module
 
-    # -- selections kept for reuse (on the modules) ------------------------------------------------
+    # -- selections kept for reuse (on the layer states) -------------------------------------------
     def selections(self) -> dict:
         """{(branch, layer): SelectionBitmask} kept for reuse."""
-        return {(branch, i): bits for i, m in enumerate(self.modules) for branch, bits in getattr(m, REUSE_SLOT, {}).items()}
+        return {(branch, i): bits for i, state in enumerate(self.states) for branch, bits in state.reuse.items()}
 
     def cached_bytes(self) -> int:
         return sum(bits.nbytes() for bits in self.selections().values())
 
     def clear_selections(self, branch: str | None = None) -> None:
-        for m in self.modules:
-            slot = getattr(m, REUSE_SLOT, None)
-            if slot is not None:
-                if branch is None:
-                    slot.clear()
-                else:
-                    slot.pop(branch, None)
+        for state in self.states:
+            if branch is None:
+                state.reuse.clear()
+            else:
+                state.reuse.pop(branch, None)
 
     def _plan_reuse(self, hidden_states) -> None:
         """Before a forward: which modules keep this forward's selection (selecting steps, within
@@ -170,8 +174,8 @@ class VecStepHook(ModelHook):
                 size = per_module(m)
                 if used + size <= cfg.reuse_budget_gb * 2**30:
                     keep[i], used = True, used + size
-        for m, k in zip(self.modules, keep):
-            setattr(m, KEEP_FLAG, k)
+        for state, k in zip(self.states, keep):
+            state.keep = k
 
     def _estimate_bytes(self, hidden_states):
         """Bytes of one module's SelectionBitmask on this forward's video (9/64 per block and key)."""
@@ -240,24 +244,25 @@ class VecStepHook(ModelHook):
                 return Phase.DENSE
         if sparse_step % cfg.reuse_interval:
             # nothing to reuse in this branch (first sparse step of an expert, budget full): select
-            if any(t.branch in getattr(m, REUSE_SLOT, {}) for m in self.modules):
+            if any(t.branch in state.reuse for state in self.states):
                 return Phase.REUSE
         return Phase.SELECT
 
     def pre_forward(self, module, *args, **kwargs):
-        # a forward that ran without `post_forward`: the one in flight when `find_or_attach_hook` attached us
+        # a forward that ran without `post_forward`: the one in flight when a processor attached us
         self.record_stats()
         self.parallel_config = getattr(module, "_parallel_config", None)
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         self.begin_forward(timestep, self.state_manager._context)
         hidden_states = kwargs.get("hidden_states", args[0] if args else None)
-        self.t.grid = latent_grid(module, hidden_states)
+        self.t.grid = self.family.latent_grid(module, hidden_states)
         if self.t.grid is not None and not self.config.raster:
             self._grid_tiles(self.t.grid, hidden_states.device)
         self._plan_reuse(hidden_states)
         # what the processors need from the forward's inputs as Python values, read here, eagerly,
         # so that compiled blocks hold no data-dependent read (HunyuanVideo's valid text lengths)
-        self.t.probe = self.forward_probe(module, args, kwargs) if self.forward_probe is not None else None
+        probe = self.family.forward_probe
+        self.t.probe = probe(module, args, kwargs) if probe is not None else None
         return args, kwargs
 
     def post_forward(self, module, output):
@@ -272,8 +277,8 @@ class VecStepHook(ModelHook):
         ends without `post_forward`."""
         if self.config.collect_stats:
             t = self.t
-            for layer, m in enumerate(self.modules):
-                measured = getattr(m, STATS_SLOT, {})
+            for layer, state in enumerate(self.states):
+                measured = state.measured
                 if "density" in measured:
                     t.stats.append(LayerStats(t.step, t.branch, layer, t.phase.value, measured["density"],
                                               measured.get("events")))
@@ -300,9 +305,6 @@ class VecStepHook(ModelHook):
         return module
 
     # -- what processors ask -------------------------------------------------------------------
-    def layer(self, attn) -> int | None:
-        return self.layer_of.get(id(attn))
-
     def query_tiles(self, seq_q: int):
         """QueryTiles of this forward's grid for `seq_q` video queries (None: raster order, or the
         grid does not hold them)."""
@@ -322,20 +324,12 @@ class VecStepHook(ModelHook):
         return tiles
 
 
-def latent_grid(transformer, hidden_states) -> tuple[int, int, int] | None:
-    """Post-patchify (frames, height, width) of a Wan / HunyuanVideo latent `[B, C, F, H, W]`."""
+def patchified_grid(hidden_states, patch) -> tuple[int, int, int] | None:
+    """(frames, height, width) of a latent `[B, C, F, H, W]` after a (t, h, w) `patch`."""
     if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 5:
         return None
-    cfg = transformer.config
-    patch = cfg.get("patch_size")
-    if isinstance(patch, (tuple, list)) and len(patch) == 3:  # Wan: (t, h, w)
-        pt, ph, pw = patch
-    elif isinstance(patch, int):  # HunyuanVideo: spatial patch and patch_size_t
-        pt, ph, pw = cfg.get("patch_size_t", 1), patch, patch
-    else:
-        return None
     f, h, w = hidden_states.shape[2:]
-    return f // pt, h // ph, w // pw
+    return f // patch[0], h // patch[1], w // patch[2]
 
 
 def get_step_hook(transformer) -> VecStepHook | None:
@@ -343,48 +337,11 @@ def get_step_hook(transformer) -> VecStepHook | None:
     return registry.get_hook(VEC_STEP_HOOK) if registry is not None else None
 
 
-def apply_step_hook(transformer, config: VecAttnConfig, scheduler=None, forward_probe=None) -> VecStepHook:
-    hook = VecStepHook(config, scheduler)
-    hook.forward_probe = forward_probe  # the adapters know what their models need
+def apply_step_hook(transformer, config: VecAttnConfig, family, scheduler=None) -> VecStepHook:
+    """The step hook on `transformer`, whose model family is `family` (`vecdit.processors.ModelFamily`)."""
+    hook = VecStepHook(config, family, scheduler)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(hook, VEC_STEP_HOOK)
-    return hook
-
-
-@torch.compiler.disable
-def find_or_attach_hook(attn, config: VecAttnConfig, forward_probe=None) -> VecStepHook | None:
-    """For a processor installed with plain `set_attn_processor`: find the transformer that is
-    running (the caller's stack holds its forward) and attach the step hook to it once.
-
-    The forward in flight started before the hook existed, so it is counted here from the
-    forward's own `timestep` argument; the pipeline (if any) gives the step count.
-    """
-    from diffusers import DiffusionPipeline
-    from diffusers.models.modeling_utils import ModelMixin
-
-    frame = sys._getframe(1)
-    transformer, timestep, pipeline, grid = None, None, None, None
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if transformer is None and isinstance(owner, ModelMixin) and any(m is attn for m in owner.modules()):
-            transformer, timestep = owner, frame.f_locals.get("timestep")
-            # both models' forwards name the post-patchify grid so
-            names = ("post_patch_num_frames", "post_patch_height", "post_patch_width")
-            if all(isinstance(frame.f_locals.get(n), int) for n in names):
-                grid = tuple(frame.f_locals[n] for n in names)
-        elif isinstance(owner, DiffusionPipeline):
-            pipeline = owner
-            break
-        frame = frame.f_back
-    if transformer is None:
-        return None
-    hook = get_step_hook(transformer)
-    if hook is None:
-        hook = apply_step_hook(transformer, config, getattr(pipeline, "scheduler", None), forward_probe)
-        hook.parallel_config = getattr(transformer, "_parallel_config", None)
-        hook.begin_forward(timestep if timestep is not None else 0.0)
-        hook.t.grid = grid
-    elif hook.config is not config:  # a new processor on a model that already has the hook: its config rules
-        hook.reconfigure(config)
+    hook.parallel_config = getattr(transformer, "_parallel_config", None)
     return hook
 
 

@@ -1,9 +1,9 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Calibration from a real pipeline run: capture Q/K at chosen steps, reduce them at once.
 
-A `CalibrationProcessor` stands in for `VecAttnProcessor` for one generation: it computes dense
-attention (the video is unchanged) and, at the chosen steps, hands each sparse-capable layer's
-post-RoPE q, k, v to a `CurveSink`, with the query tiles of the forward's grid. The sink keeps no
+`vecdit.processors.CalibrationProcessor` stands in for `VecAttnProcessor` for one generation: it
+computes dense attention (the video is unchanged) and, at the chosen steps, hands each sparse-capable
+layer's post-RoPE q, k, v to a `CurveSink`, with the query tiles of the forward's grid. The sink keeps no
 tensors: it samples a few query blocks (tiles, as the processor will select them) per head,
 measures (density, recall) over the threshold grid against all keys right away, and accumulates
 the averages. Memory is bounded by one layer's attention inputs.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from vecdit.config import VecAttnConfig
-from vecdit.processors import VecAttnProcessor
+from vecdit.processors import CalibrationProcessor
 
 from .calibrate import THRESHOLD_GRID, head_curve, solve_knapsack
 
@@ -54,17 +53,4 @@ class CurveSink:
                 "query_tiles": "raster" if tiles is None or tiles.is_raster else list(tiles.tile)}
 
 
-class CalibrationProcessor(VecAttnProcessor):
-    """Dense attention, plus capture of q, k, v at `steps` (every branch)."""
-
-    needs_layer_index = True
-
-    def __init__(self, sink: CurveSink, steps):
-        super().__init__(VecAttnConfig(dense_steps=0))
-        self.sink, self.steps = sink, set(steps)
-
-    def _sparse(self, q, k, v, n_select, dense_range, phase, hook, layer, heads=None, module=None):
-        if hook is not None and layer is not None and hook.t.step in self.steps:
-            self.sink(layer, q, k[:, :n_select], v[:, :n_select], heads[0] if heads else 0,
-                      self._query_tiles(hook, q.shape[1]))
-        return self._dense(q, k, v)
+__all__ = ["CalibrationProcessor", "CurveSink"]

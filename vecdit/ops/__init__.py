@@ -7,6 +7,8 @@ from .reference import attention_reference, vec_sparse_attention_reference, vect
 from .selection import SELECTION_MODES, vector_selection, vector_selection_bitmask
 from .sparse_format import SelectionBitmask, VectorSelection
 from .tiles import QueryTiles
+# last: dispatch imports the names above from this package
+from .dispatch import kernel_applies, select_vectors, sparse_attention  # noqa: E402
 
 __all__ = [
     "QueryTiles",
@@ -14,9 +16,12 @@ __all__ = [
     "SelectionBitmask",
     "VectorSelection",
     "attention_reference",
+    "kernel_applies",
     "masked_sparse_attention",
     "rms_norm_rotary_",
     "rotary_pairs_",
+    "select_vectors",
+    "sparse_attention",
     "vec_sparse_attention_reference",
     "vector_selection",
     "vector_selection_bitmask",
