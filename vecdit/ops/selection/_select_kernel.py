@@ -24,7 +24,7 @@ The same kernel runs two passes (PASS):
 import triton
 import triton.language as tl
 
-from ._common import mma
+from .._common import mma
 
 PASS_STATS = tl.constexpr(0)
 PASS_MASK = tl.constexpr(1)

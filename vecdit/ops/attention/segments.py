@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import use_triton
+from .._checks import use_triton
 
 SEGMENT_MIN_BYTES = 48 << 20  # one head's K + V rows; below this they already fit L2
 # by query rows per program, best at HunyuanVideo-720p: 64 rows 4 (of 2, 3, 4, 8; session 3);

@@ -2,7 +2,7 @@
 """Warp-specialized vector-sparse attention in Gluon (Triton >= 3.6, Hopper, bf16, head_dim 128).
 
 The default backend where it applies (`VECDIT_ATTN_KERNEL=auto`; `triton` forces the portable
-kernel). Checked on H100 and H200 by `tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel`
+kernel). Checked on H100 and H200 by `tests/ops/test_attention.py::test_gluon_backend_matches_the_triton_kernel`
 (fp32 reference, ragged tails, dense range, strided views, empty blocks); timed against the Triton
 kernel by the session-3 sweep (its script in git history at b6b59e7): 5-8% faster at HunyuanVideo-720p, 25%.
 
@@ -289,7 +289,7 @@ def tile128_config(block_size: int) -> dict:
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
                            scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, **config):
-    """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
+    """Drop-in for vecdit.ops.attention.op._attn_triton (same arguments, returns (out, lse)): q, k, v
     [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts; `query_index` and
     `block_size` as the selection's query tiles give them (None and 64: raster).
 
