@@ -114,7 +114,7 @@ ATTN_KERNELS = ("auto", "triton", "gluon")
 def _gluon_kernel_requested(q) -> bool:
     """`VECDIT_ATTN_KERNEL`: `auto` (default) takes the warp-specialized Gluon kernel where it
     applies (Hopper, bf16, head_dim 128; 5-8% faster than the Triton kernel on H100 and H200,
-    bench/NOTES.md), `triton` forces the portable Triton kernel, `gluon` is `auto` by another name."""
+    bench/DESIGN.md#gluon-kernel), `triton` forces the portable Triton kernel, `gluon` is `auto` by another name."""
     choice = os.environ.get("VECDIT_ATTN_KERNEL", "auto")
     if choice not in ATTN_KERNELS:
         raise ValueError(f"`VECDIT_ATTN_KERNEL` must be one of {ATTN_KERNELS}, got {choice!r}")
