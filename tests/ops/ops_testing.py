@@ -7,6 +7,7 @@ import torch
 from vecdit.ops import VectorSelection
 from vecdit.ops.selection.op import RUNNING_TILE
 
+
 # (batch, Sq, Sk, heads, head_dim): awkward lengths (tails), Sq != Sk both ways, both head dims
 SHAPES = [
     (1, 64, 64, 1, 64),

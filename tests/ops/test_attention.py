@@ -15,6 +15,7 @@ from vecdit.ops import (
     vector_sparse_attention,
 )
 
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_attention_matches_reference(shape, dtype, device):

@@ -5,6 +5,7 @@ import torch
 
 from ops_testing import rel_err
 
+
 def test_rotary_pairs_in_place_matches_the_stock_formulas(device):
     from diffusers.models.embeddings import apply_rotary_emb
 

@@ -18,6 +18,7 @@ from vecdit.ops.selection import rule as rule_module
 from vecdit.ops.selection.reference import selection_scores
 from vecdit.ops.selection.sparse_format import SelectionBitmask
 
+
 @pytest.mark.parametrize("mode", ["exact", "running"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
 def test_selection_matches_reference(shape, mode, device):

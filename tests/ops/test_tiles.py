@@ -18,6 +18,7 @@ from vecdit.ops import (
 from vecdit.ops.selection.reference import selection_scores
 from vecdit.ops.selection.rule import budget_cuts
 
+
 # (grid, tile): ragged edges on every axis, a single frame, 128-query tiles, a grid thinner than the tile
 TILINGS = [
     ((5, 6, 9), (4, 4, 4)),
