@@ -24,9 +24,10 @@ for step in $steps; do
   echo "== $step $(date +%T)"
   case $step in
     tests)  # the tile-order kernels and the Gluon backend on the GPU, each under a timeout
-      (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
-        "$R/tests/test_ops.py" "$R/tests/test_fp8.py" -k "tile or gluon or matches_reference or fp8" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt")
-      (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_compensation.py" 2>&1 \
+      (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_tiles.py" \
+        "$R/tests/ops/test_attention.py" "$R/tests/ops/test_selection.py" "$R/tests/test_fp8.py" \
+        -k "tile or gluon or matches_reference or fp8 or budget or capacity or sample_" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt")
+      (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_compensation.py" 2>&1 \
         | tail -8 | tee "$OUT/gpu-tests-compensation.txt") ;;
     peers-build)  # SageAttention2 and VSA's ThunderKittens kernels from the snapshots carried in .peers/ (git-ignored;
       # `carry: [".whl", ".peers"]`), built in parallel (bench/build_peers.py); .peers/built/ from an earlier call is reused
@@ -60,8 +61,11 @@ except Exception as e:
       (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_fp8.py" 2>&1 \
         | tail -5 | tee "$OUT/gpu-tests-fp8.txt") ;;
     tests-selection)  # the selection's kernels (cut, mask pass, expansion) against their references
-      (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/test_tiles.py" \
-        "$R/tests/test_ops.py" -k "cut or selection or bitmask or capacity or expansion" 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
+      # (test_selection.py's name matches "selection": the exclusions keep the step's set of tests)
+      (cd /tmp && timeout 200 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_tiles.py" \
+        "$R/tests/ops/test_selection.py" "$R/tests/ops/test_attention.py" \
+        -k "(cut or selection or bitmask or capacity or expansion) and not (budget_sizes or running_keeps or sample_scores or sampled_budget)" \
+        2>&1 | tail -5 | tee "$OUT/gpu-tests.txt") ;;
     fp8)  # one block's Linear layers at full size: bf16 vs vecdit's Float8Linear (eager, compiled) vs torchao
       (cd /tmp && timeout ${FP8_TIMEOUT:-420} python3 -m vecdit.bench fp8 --out "$OUT" 2>&1 | grep -v "^|.*---" | tail -40) ;;
     attention-hv)

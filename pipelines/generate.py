@@ -8,12 +8,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-import numpy as np
 import torch
 
 import vecdit
 from vecdit.config import VecAttnConfig
 from vecdit.processors.families import family_named, family_of
+from vecdit.samples.video_io import write_video
 
 from .models import (PRESETS, GenerateError, ModelPreset, check_output, check_positive, check_sizes, resolve_model,
                      tiny_model_folder)
@@ -276,32 +276,8 @@ def _init_ulysses(degree: int, device: str) -> int:
     return dist.get_rank()
 
 
-def write_video(frames: np.ndarray, path: str, fps: int) -> None:
-    """[F, H, W, 3] floats in [0, 1] to .mp4 (h264 via imageio-ffmpeg) or .npz, via a temporary name."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext}"
-    if ext == ".npz":
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, frames=(np.clip(frames, 0, 1) * 255).round().astype(np.uint8), fps=fps)
-    else:
-        from diffusers.utils import export_to_video
-
-        export_to_video(list(frames), tmp, fps=fps)
-    os.replace(tmp, path)  # a killed run leaves at most a .partial file, never a truncated video
-
-
 def atomic_write_json(path: str, payload: dict) -> None:
     tmp = path + ".partial"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
     os.replace(tmp, path)
-
-
-def read_video(path: str) -> np.ndarray:
-    """uint8 [F, H, W, 3] from .mp4 or .npz."""
-    if path.endswith(".npz"):
-        return np.load(path)["frames"]
-    import imageio.v2 as imageio
-
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-        return np.stack([np.asarray(f) for f in reader])

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .video_io import read_video
+
 VIDEO_EXTS = (".mp4", ".npz")
 
 
@@ -61,8 +63,6 @@ def _lpips_or_reason():
 
 
 def compare_dirs(dir_a: str, dir_b: str) -> dict:
-    from vecdit.pipelines.generate import read_video
-
     def index(d):
         return {os.path.splitext(os.path.basename(p))[0]: p for ext in VIDEO_EXTS for p in glob.glob(os.path.join(d, "*" + ext))
                 if ".partial" not in p}

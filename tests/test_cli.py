@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vecdit.pipelines.cli import main
-from vecdit.pipelines.generate import read_video, write_video
 from vecdit.samples import compare_dirs, load_vbench, psnr, sample_name, ssim
+from vecdit.samples.video_io import read_video, write_video
 
 
 def test_readme_main_command_writes_a_playable_mp4(readme_video):

@@ -105,7 +105,7 @@ def _generate_worker(rank, world, port, out_dir):
 
 def test_generate_with_ulysses_matches_one_process(tmp_path):
     from vecdit.pipelines.cli import main
-    from vecdit.pipelines.generate import read_video
+    from vecdit.samples.video_io import read_video
 
     argv = ["generate", "--model", "tiny-random", "--prompt", "a red fox", "--steps", "3", "--dense-steps", "1",
             "--threshold", "0.5", "--output"]

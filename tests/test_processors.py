@@ -90,7 +90,7 @@ def test_bf16_tiny_models_run_the_triton_kernel(monkeypatch):
     if not (torch.cuda.is_available() or __import__("os").environ.get("TRITON_INTERPRET") == "1"):
         pytest.skip("needs a GPU or TRITON_INTERPRET=1")
     calls = []
-    import vecdit.ops.attention as attention
+    import vecdit.ops.attention.op as attention
 
     import vecdit.processors.hunyuan_video as hunyuan_video
     import vecdit.processors.wan as wan

@@ -132,7 +132,7 @@ def trained_circle(tmp_path_factory, readme_video):
     and CFG scale, from its vecdit_tiny.json; run once for the whole session, conftest.py), the same
     generation dense, and dense from another seed: the videos' frames."""
     from vecdit.pipelines.cli import main
-    from vecdit.pipelines.generate import read_video
+    from vecdit.samples.video_io import read_video
 
     out, done = readme_video
     assert done.returncode == 0, done.stderr

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ops.compensation import COMPENSATION_MODES
+from .ops.attention.compensation import COMPENSATION_MODES
 from .ops.selection import SELECTION_MODES
 from .ops.tiles import BLOCK_SIZES, DEFAULT_TILE, QueryTiles
 
@@ -59,7 +59,7 @@ class VecAttnConfig:
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
         compensate (`bool` or `str`, defaults to True): the keys a query block drops still weigh in
             the softmax, each group of 64 keys by its dropped count, mean key and mean value
-            (`vecdit.ops.compensation`); True is the default mode, `"query"` / `"pooled"` choose
+            (`vecdit.ops.attention.compensation`); True is the default mode, `"query"` / `"pooled"` choose
             (scores per query row / per query tile). False attends the selected keys alone.
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
             step, layer and head (CUDA events, read only by `vecdit.stats`; no host sync per call).

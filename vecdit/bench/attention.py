@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
-from vecdit.ops.compensation import COMPENSATION_MODES, DEFAULT_COMPENSATION
+from vecdit.ops.attention.compensation import COMPENSATION_MODES, DEFAULT_COMPENSATION
 
 from .common import do_bench_ms, sampled_block_error
 

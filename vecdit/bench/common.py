@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from vecdit.ops.reference import attention_reference
+from vecdit.ops import attention_reference
 
 
 def do_bench_ms(fn) -> float:
@@ -43,10 +43,10 @@ def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, 
                         compensate=False) -> float:
     """Worst relative error on sampled (head, query block)s against an fp32 reference, of `out`
     (default: the kernel's output with `compensate`); with `compensate`, the reference adds each
-    64-key group's dropped keys as one more softmax column (`vecdit.ops.compensation`)."""
+    64-key group's dropped keys as one more softmax column (`vecdit.ops.attention.compensation`)."""
     from vecdit.ops import vector_sparse_attention
-    from vecdit.ops.compensation import compensation_logits_reference, compensation_mode
-    from vecdit.ops.reference import _attention_with_columns
+    from vecdit.ops.attention.compensation import compensation_mode
+    from vecdit.ops.attention.reference import _attention_with_columns, compensation_logits_reference
 
     mode = compensation_mode(compensate)
     if out is None:

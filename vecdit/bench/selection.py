@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 
 from vecdit.ops import QueryTiles, vector_selection
-from vecdit.ops.reference import key_sample
-from vecdit.ops.selection import (
+from vecdit.ops.selection.op import (
     SELECT_CONFIG,
     _budget_cuts_triton,
     _check_budget,
@@ -23,7 +22,8 @@ from vecdit.ops.selection import (
     sample_cut,
     sample_scores_triton,
 )
-from vecdit.ops.sparse_format import EXPAND_CONFIG, _expand_triton
+from vecdit.ops.selection.rule import key_sample, row_capacity
+from vecdit.ops.selection.sparse_format import EXPAND_CONFIG, _expand_triton
 
 from .attention import SHAPES, dense_sdpa, make_inputs
 from .common import do_bench_ms
@@ -54,8 +54,6 @@ def stage_times(q, k, tiles: QueryTiles, density: float) -> dict:
         lambda: _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs, running_sum=True))
     mask, word_end, count = _select_bitmask_triton(q, k, gap, False, False, max_columns, 0, scale, index, bs,
                                                    running_sum=True)
-    from vecdit.ops.reference import row_capacity
-
     cap = row_capacity(num_keys, max_columns)
     t["expand (fixed capacity)"] = do_bench_ms(lambda: _expand_triton(mask, word_end, count, cap))
     t["expand (count then fill, a host sync)"] = do_bench_ms(lambda: _expand_triton(mask, word_end, count, None))

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from vecdit.ops.reference import rule_keep
+from vecdit.ops.selection.rule import rule_keep
 from vecdit.ops.tiles import QueryTiles
 
 from .patterns import block_mean, metrics, probabilities, sample_blocks

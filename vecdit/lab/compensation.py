@@ -1,7 +1,7 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Output error of a selection with and without the dropped keys' compensation, in fp64.
 
-Variants (what `vecdit.ops.compensation` could compute; the lab chooses):
+Variants (what `vecdit.ops.attention.compensation` could compute; the lab chooses):
   none          the kept keys alone, renormalized (what top-k alone gives)
   query         64-key raster groups, whole-group mean key and value, one score per query row
   pooled        the same groups, one score per query tile (the tile's mean query)
@@ -112,7 +112,7 @@ class OutputError:
 def summary_table(rows: list[dict], variants=VARIANTS) -> list[str]:
     """Markdown rows: per pattern and density, the mean output error of each variant, the cut of
     the product's default mode (`DEFAULT_COMPENSATION`) against none, and the heads it makes worse."""
-    from vecdit.ops.compensation import DEFAULT_COMPENSATION as default
+    from vecdit.ops.attention.compensation import DEFAULT_COMPENSATION as default
 
     out = []
     keys = sorted({(r["pattern"], r["target_density"]) for r in rows if "out_err" in r}, key=lambda x: (x[1], x[0]))

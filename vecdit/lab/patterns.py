@@ -3,7 +3,7 @@
 
 A pattern is a query grouping and a rule. Groupings: `raster` (64 consecutive tokens, the paper's
 blocks), `tiles` (4x4x4 tiles of the latent grid, vecdit's default), `tiles128` (4x4x8). Rules on
-the block's pooled scores, through `vecdit.ops.reference.rule_keep` (the product's own rule):
+the block's pooled scores, through `vecdit.ops.selection.rule.rule_keep` (the product's own rule):
   minp         keys within a gap of the best (one threshold per head, bisected to the density)
   minp-budget  min-p inside a per-block budget of 1.5x the density (threshold bisected)
   topk         each block's `density * Sk` best keys (vecdit's default rule)
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from vecdit.ops.reference import rule_keep
+from vecdit.ops.selection.rule import rule_keep
 from vecdit.ops.tiles import QueryTiles
 
 GROUPINGS = {"raster": "raster", "tiles": (4, 4, 4), "tiles128": (4, 4, 8)}
@@ -128,7 +128,7 @@ def compare_head(q, k, v, grid, densities, patterns=PATTERNS, blocks: int | None
                  rule_dtype: torch.dtype | None = None, compensation: bool = False) -> list[dict]:
     """Per pattern and density: recall, achieved density and output error of one head (q, k, v: [S, D]).
     `rule_dtype` (e.g. bf16): the rules score keys held in that dtype with the pooled query rounded
-    to it, as the kernels do (`reference.rule_query`); None: in fp64 (the idealized rule).
+    to it, as the kernels do (`rule.rule_query`); None: in fp64 (the idealized rule).
     `compensation`: the top-k patterns also get `out_err`, the mean per-row output error without and
     with each compensation variant (`vecdit.lab.compensation`)."""
     from .compensation import OutputError

@@ -1,11 +1,20 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """Kernels of vecdit: vector selection and vector-sparse attention (Triton), with references."""
-from .attention import vector_sparse_attention
-from .masked import masked_sparse_attention
+from .attention import (
+    attention_reference,
+    masked_sparse_attention,
+    vec_sparse_attention_reference,
+    vector_sparse_attention,
+)
 from .rope import rms_norm_rotary_, rotary_pairs_
-from .reference import attention_reference, vec_sparse_attention_reference, vector_selection_reference
-from .selection import SELECTION_MODES, vector_selection, vector_selection_bitmask
-from .sparse_format import SelectionBitmask, VectorSelection
+from .selection import (
+    SELECTION_MODES,
+    SelectionBitmask,
+    VectorSelection,
+    vector_selection,
+    vector_selection_bitmask,
+    vector_selection_reference,
+)
 from .tiles import QueryTiles
 # last: dispatch imports the names above from this package
 from .dispatch import kernel_applies, select_vectors, sparse_attention  # noqa: E402

@@ -11,7 +11,7 @@ Online softmax in base 2 with fp32 statistics and accumulator.
 import triton
 import triton.language as tl
 
-from ._common import mma
+from .._common import mma
 
 
 @triton.jit

@@ -1,11 +1,11 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
-"""Query blocks as tiles of the latent grid: the order, selection and attention through it, the budget rule."""
+"""Query blocks as tiles of the latent grid: the order, and selection and attention through it."""
 import math
 
 import pytest
 import torch
 
-from test_ops import assert_same_selection, make_qkv, rel_err
+from ops_testing import assert_same_selection, make_qkv, rel_err
 from vecdit.ops import (
     QueryTiles,
     VectorSelection,
@@ -15,8 +15,9 @@ from vecdit.ops import (
     vector_selection_reference,
     vector_sparse_attention,
 )
-from vecdit.ops import reference as reference_module
-from vecdit.ops.reference import selection_scores
+from vecdit.ops.selection.reference import selection_scores
+from vecdit.ops.selection.rule import budget_cuts
+
 
 # (grid, tile): ragged edges on every axis, a single frame, 128-query tiles, a grid thinner than the tile
 TILINGS = [
@@ -62,7 +63,7 @@ def test_single_frame_tile_is_reshaped_and_raster_keeps_the_paper_blocks():
 
 
 def _budget_cutoffs(scores, max_columns, min_columns):
-    lower, upper = reference_module.budget_cuts(scores, scores.shape[-1], max_columns, min_columns)
+    lower, upper = budget_cuts(scores, scores.shape[-1], max_columns, min_columns)
     return lower[..., None], upper[..., None]
 
 
@@ -95,23 +96,6 @@ def test_selection_in_tile_order_matches_reference(grid, tile, device):
     bits = vector_selection_bitmask(q, k, None, max_density=0.1, query_tiles=tiles)
     again = bits.expand()
     assert again.query_tiles is tiles and torch.equal(again.column_index, top.column_index)
-
-
-def test_sampled_budget_keeps_about_the_budget_on_average(device, monkeypatch):
-    # long rows place the cut by rank in a fixed key sample (no sort of all keys); shrink the
-    # sample so that path runs on a small shape
-    monkeypatch.setattr(reference_module, "SAMPLE_KEYS", 200)
-    grid = (2, 8, 8)
-    q, k, _ = make_qkv((1, 128, 1200, 2, 64), torch.bfloat16, device, spread=2.0, seed=7)
-    tiles = QueryTiles(grid)
-    sel = vector_selection(q, k, None, max_density=0.25, query_tiles=tiles)
-    ref = vector_selection_reference(q.cpu(), k.cpu(), None, max_density=0.25, query_tiles=tiles)
-    assert abs(float(sel.density()) - 0.25) < 0.03
-    assert int((sel.to_mask().cpu() ^ ref.to_mask()).sum()) <= 4  # the same cut: near-ties only
-    scores = selection_scores(q.cpu(), k.cpu(), query_tiles=tiles)
-    kept = sel.to_mask().cpu()
-    # a cut, not a scatter: every kept key outscores every dropped one of its block
-    assert bool((torch.where(kept, scores, math.inf).amin(-1) >= torch.where(kept, -math.inf, scores).amax(-1) - 1e-3).all())
 
 
 @pytest.mark.parametrize("grid, tile", TILINGS, ids=TILING_IDS)
@@ -159,7 +143,7 @@ def test_tile_selection_then_attention_end_to_end(device):
                          ids=["tile64", "tile128", "tile128-programs", "tile128-wide", "tile128-split-n64"])
 def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, layout, monkeypatch):
     # 128-query tiles: two 64-row programs per tile, or one program whose gathers feed all 128 rows
-    import vecdit.ops._attn_gluon_kernel as gluon_kernel
+    import vecdit.ops.attention._attn_gluon_kernel as gluon_kernel
 
     monkeypatch.setenv("VECDIT_GLUON_TILE128", layout)
 
@@ -185,100 +169,3 @@ def test_gluon_kernel_in_tile_order_matches_the_fp32_reference(tile, layout, mon
         assert rel_err(out, plain) < 1e-2 and float((lse - plain_lse).abs().max()) < 1e-2
     monkeypatch.setenv("VECDIT_ATTN_KERNEL", "triton")
     assert rel_err(vector_sparse_attention(q, k, v, sel, dense_range=text), ref) < 1e-2
-
-
-def test_budget_sizes_the_index_on_the_host(device, monkeypatch):
-    """Under a budget the index buffer has `row_capacity` slots per row (no read-back of counts,
-    no host sync); the kept keys are the rule's, in selection and in its reused bitmask form."""
-    from vecdit.ops.reference import row_capacity
-
-    monkeypatch.setattr(reference_module, "SAMPLE_KEYS", 200)  # the sampled cut on a small shape
-    tiles = QueryTiles((2, 8, 8))
-    q, k, _ = make_qkv((1, 128, 1200, 2, 64), torch.bfloat16, device, spread=2.0, seed=3)
-    cap = row_capacity(1200, 300)
-    assert 300 < cap < 1200
-    sel = vector_selection(q, k, None, max_density=0.25, query_tiles=tiles)
-    rows = sel.column_count.numel()
-    assert sel.column_index.numel() == rows * cap
-    assert torch.equal(sel.column_offset.cpu(), torch.arange(rows + 1) * cap)
-    assert int(sel.column_count.max()) <= cap
-    ref = vector_selection_reference(q.cpu(), k.cpu(), None, max_density=0.25, query_tiles=tiles)
-    assert ref.column_index.numel() == rows * cap  # the reference keeps the same layout
-    assert int((sel.to_mask().cpu() ^ ref.to_mask()).sum()) <= 4
-    again = vector_selection_bitmask(q, k, None, max_density=0.25, query_tiles=tiles).expand()
-    assert again.column_index.numel() == rows * cap and torch.equal(again.to_mask(), sel.to_mask())
-    minp = vector_selection(q, k, 0.5, query_tiles=tiles)  # min-p without a cap: count, then fill
-    assert minp.column_index.numel() == int(minp.column_count.sum())
-
-
-def test_a_row_past_its_capacity_keeps_its_first_keys(device):
-    from vecdit.ops.sparse_format import SelectionBitmask
-
-    g = torch.Generator().manual_seed(11)
-    mask = torch.rand(1, 2, 3, 300, generator=g) < 0.5
-    bits = SelectionBitmask.from_selection(VectorSelection.from_mask(mask.to(device)), row_capacity=100)
-    sel = bits.expand()
-    assert sel.column_index.numel() == 6 * 100 and int(sel.column_count.max()) == 100
-    first = mask & (mask.cumsum(-1) <= 100)
-    assert torch.equal(sel.to_mask().cpu(), first)
-    assert torch.equal(VectorSelection.from_mask(mask, row_capacity=100).to_mask(), first)
-
-
-def test_sample_scores_kernel_scores_the_sampled_keys_as_fp32(device):
-    """The budget cut's sampled scores: the pooled queries (bf16, as the rule rounds them) against
-    the sampled K rows read in place (strided K, a chunk of heads): exact products summed in fp32."""
-    from vecdit.ops.selection import sample_scores_triton
-
-    g = torch.Generator().manual_seed(7)
-    batch, heads, nqb, dim, num_keys = 2, 3, 70, 64, 300
-    k = torch.randn(batch, heads, num_keys, dim, generator=g).to(torch.bfloat16).transpose(1, 2)  # [B, Sk, H, D], strided
-    pooled = (torch.randn(batch * heads, nqb, dim, generator=g) * 0.3).to(torch.bfloat16)
-    sample = torch.randperm(num_keys, generator=g)[:150].sort().values
-    scores = sample_scores_triton(pooled.to(device), k.to(device), sample.to(device), 1, 2).cpu()  # heads 1 and 2
-    want = pooled.double().view(batch, heads, nqb, dim)[:, 1:] @ k.double()[:, sample].permute(0, 2, 3, 1)[:, 1:]
-    assert scores.shape == (batch, 2, nqb, 150) and torch.isfinite(scores).all()
-    assert ((scores.double() - want).norm() / want.norm()).item() < 1e-6
-    every = sample_scores_triton(pooled.to(device), k.to(device), None, 0, heads).cpu()  # no sample: all keys
-    want = pooled.double().view(batch, heads, nqb, dim) @ k.double().permute(0, 2, 3, 1)
-    assert every.shape == (batch, heads, nqb, num_keys)
-    assert ((every.double() - want).norm() / want.norm()).item() < 1e-6
-
-
-@pytest.mark.parametrize("n, rank", [(8192, 2048), (8192, 820), (300, 75), (257, 256)])
-def test_sample_cut_kernel_places_the_reference_cut(n, rank, device):
-    from vecdit.ops.reference import budget_cuts
-    from vecdit.ops.selection import sample_cut
-
-    g = torch.Generator().manual_seed(n + rank)
-    scores = torch.randn(2, 3, n, generator=g) * 3 - 1  # negative and positive scores
-    scores[0, 0] = scores[0, 0].round()  # many ties
-    scores[0, 1, : n // 2] = -math.inf  # masked keys
-    lower, _ = budget_cuts(scores, n, rank, 0)  # Sk = n: the cut sits between ranks `rank` and rank + 1
-    out = torch.empty(2, 3, device=device)
-    sample_cut(scores.to(device), rank, out)
-    assert torch.equal(out.cpu(), lower)
-
-
-def test_sample_cut_kernel_on_rows_the_interpolation_finds_hard(device):
-    # the cut's search guesses from the row's mean and spread, then interpolates: rows far from
-    # normal (heavy tails, two modes, one repeated value, a few distinct values) and ranks at the
-    # ends still get the reference cut exactly
-    from vecdit.ops.reference import budget_cuts
-    from vecdit.ops.selection import sample_cut
-
-    g = torch.Generator().manual_seed(7)
-    n = 1024
-    rows = [
-        torch.randn(n, generator=g) / torch.randn(n, generator=g).abs().clamp_min(1e-3),  # Cauchy-like tails
-        torch.cat([torch.randn(900, generator=g), 8 + torch.randn(124, generator=g)]),
-        torch.full((n,), 0.75),
-        torch.randint(-3, 4, (n,), generator=g).float(),
-        torch.randn(n, generator=g).exp() * 1e-30,  # tiny positive scores
-        -torch.randn(n, generator=g).exp() * 1e30,  # huge negative scores
-    ]
-    scores = torch.stack(rows).view(2, 3, n)
-    for rank in (1, 100, 512, n - 1):
-        lower, _ = budget_cuts(scores, n, rank, 0)
-        out = torch.empty(2, 3, device=device)
-        sample_cut(scores.to(device), rank, out)
-        assert torch.equal(out.cpu(), lower), rank

@@ -2,7 +2,7 @@
 """Triton kernel: where each row's selected-key list crosses the bounds of n key segments.
 
 Why segments: concurrent programs of one head gather K/V rows from anywhere in the head's keys;
-at HunyuanVideo-720p that is 61 MB per head, more than the 50 MB L2 (ncu, bench/NOTES.md session 3).
+at HunyuanVideo-720p that is 61 MB per head, more than the 50 MB L2 (ncu; bench/DESIGN.md#segments).
 Cutting every list into key ranges and running one range at a time keeps the working set in L2.
 """
 import triton

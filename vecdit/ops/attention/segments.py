@@ -5,7 +5,7 @@ time, merge the partial outputs by log-sum-exp.
 At HunyuanVideo-720p the concurrent programs of one head gather from 61 MB of K/V, more than the
 50 MB L2; with 4 segments the working set fits, and the Gluon kernel plus bounds and merge runs
 0-13% faster than unsegmented in the same run, never slower (H100,
-bench/results/gluon-segments-*-session3-run*.json).
+bench/DESIGN.md#segments).
 Used by the Hopper kernel when one head's K/V exceed `SEGMENT_MIN_BYTES`; the cost is `segments`
 partial outputs in the input dtype.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import use_triton
+from .._checks import use_triton
 
 SEGMENT_MIN_BYTES = 48 << 20  # one head's K + V rows; below this they already fit L2
-# by query rows per program, best at HunyuanVideo-720p: 64 rows 4 (of 2, 3, 4, 8; session 3);
-# 128 rows (each gather feeds twice the rows) 2 (of 1, 2, 4: 10% 40.2 / 40.4 / 42.6 ms, 25% 95.1 /
-# 92.7 / 94.2 ms, bench/results/attention-kernel-rows-run3-*, first of each variant's two runs)
+# by query rows per program, best at HunyuanVideo-720p: 64 rows 4 (of 2, 3, 4, 8); 128 rows (each
+# gather feeds twice the rows) 2 (of 1, 2, 4: 10% 40.2 / 40.4 / 42.6 ms, 25% 95.1 / 92.7 / 94.2 ms;
+# bench/DESIGN.md#segments)
 SEGMENTS = {64: 4, 128: 2}
 
 

@@ -3,8 +3,8 @@
 
 One program = one (batch, head) and BLOCK_M query blocks (rows). Scores are the matrix product
 of the pooled queries (in the input dtype: the rule rounds them so) with K, one dot on the tensor
-cores with fp32 accumulation: the exact products of the rule's operands, summed in fp32. (Until
-session 8 the fp32 pooled query was split into hi + lo halves, two dots; rounding it costs no
+cores with fp32 accumulation: the exact products of the rule's operands, summed in fp32. (An fp32
+pooled query split into hi + lo halves, two dots, was dropped: rounding it costs no
 attention mass on the lab's proxy, within 0.001, and measured 1.0-1.85 ms of the mask pass at
 HunyuanVideo-720p.)
 The same kernel runs two passes (PASS):
@@ -16,7 +16,7 @@ The same kernel runs two passes (PASS):
            (uint8, the compact form kept for reuse) or the running sum of the counts (RUNNING_SUM:
            int32, where each word's keys end in the row's list, what the expansion reads), and the
            count per row. (Scoring 128 keys per step, a wider dot for the same words, was timed
-           no faster: 8.61 vs 8.64 ms at HunyuanVideo-720p, 4x4x4, 25%; bench/NOTES.md session 13.)
+           no faster: 8.61 vs 8.64 ms at HunyuanVideo-720p, 4x4x4, 25%; bench/DESIGN.md#selection.)
            Index lists are expanded by `_expand_kernel.py`:
            writing indices here, from the score tile's layout, scattered 4-byte stores over many
            rows and cost 4x the pass.
@@ -24,7 +24,7 @@ The same kernel runs two passes (PASS):
 import triton
 import triton.language as tl
 
-from ._common import mma
+from .._common import mma
 
 PASS_STATS = tl.constexpr(0)
 PASS_MASK = tl.constexpr(1)

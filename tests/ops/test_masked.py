@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vecdit.ops import QueryTiles, VectorSelection, vec_sparse_attention_reference, vector_selection_reference
-from vecdit.ops.masked import masked_sparse_attention
+from vecdit.ops import masked_sparse_attention
 
 
 @pytest.mark.parametrize("compensate", [False, "query", "pooled"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import SUPPORTED_DTYPES, use_triton
+from .._checks import SUPPORTED_DTYPES, use_triton
+from .reference import rms_norm_reference, rotary_pairs_reference
 
 # tokens per program of the kernel
 ROPE_BLOCK_S = 32
@@ -70,18 +71,6 @@ def _check(x, cos, sin, rows, max_rows=None):
             raise ValueError(f"`{name}` must be fp32 [rows, head_dim / 2] = {(rows, half)}, got {t.dtype} {tuple(t.shape)}")
     if max_rows is not None and rows > max_rows:
         raise ValueError(f"`cos`/`sin` rotate {rows} rows but `x` has {max_rows}")
-
-
-def rms_norm_reference(x, weight, eps):
-    """diffusers' RMSNorm, step by step (the kernel rounds at the same points)."""
-    y = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
-    return y.to(weight.dtype) * weight
-
-
-def rotary_pairs_reference(x, cos, sin):
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
 
 
 @torch.library.custom_op("vecdit::norm_rotary_", mutates_args=("x",))

@@ -16,7 +16,7 @@ from vecdit.ops import (
     vector_selection_bitmask,
     vector_sparse_attention,
 )
-from vecdit.ops.compensation import COMPENSATION_MODES, key_group_means
+from vecdit.ops.attention.compensation import COMPENSATION_MODES, key_group_means
 
 
 def rel_err(a, b):
@@ -74,7 +74,7 @@ def test_kernel_matches_reference_with_fused_qkv_strides(block, device):
 
 
 def test_no_compensation_reproduces_the_kernel_alone(device):
-    from vecdit.ops.attention import _attn_triton
+    from vecdit.ops.attention.op import _attn_triton
     from vecdit.ops._checks import use_triton
 
     q, k, v = _qkv(1, 130, 200, 2, 64, seed=5, device=device)

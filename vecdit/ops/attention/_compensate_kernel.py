@@ -12,7 +12,7 @@ output stays bit-equal to the uncompensated one).
 import triton
 import triton.language as tl
 
-from ._common import mma
+from .._common import mma
 
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)

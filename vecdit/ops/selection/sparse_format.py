@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import interpret_mode, use_triton
-from .tiles import QueryTiles
+from .._checks import interpret_mode, use_triton
+from ..tiles import QueryTiles
 
 # keys per bitmask word (and per key tile of the selection kernel)
 WORD_KEYS = 64

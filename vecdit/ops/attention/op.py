@@ -7,11 +7,11 @@ import os
 
 import torch
 
-from ._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
+from .._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
 from .compensation import check_compensation_range, compensate_triton, compensation_mode
 from .reference import vec_sparse_attention_reference
-from .sparse_format import WORD_KEYS, VectorSelection
-from .tiles import QueryTiles, block_of_token
+from ..selection.sparse_format import WORD_KEYS, VectorSelection
+from ..tiles import QueryTiles, block_of_token
 
 # launch settings per head_dim; `python -m vecdit.bench attention --sweep` times the alternatives
 ATTN_CONFIGS = {
@@ -46,7 +46,7 @@ def vector_sparse_attention(
             natural log), to merge with other attention parts or for ring attention.
         compensate (`bool` or `str`, defaults to True): the dropped keys still weigh in: each group
             of 64 scored keys adds its dropped count times exp(q . mean key) times its mean value
-            (`vecdit.ops.compensation`). True is the default mode (`DEFAULT_COMPENSATION`),
+            (`vecdit.ops.attention.compensation`). True is the default mode (`DEFAULT_COMPENSATION`),
             `"query"` scores per query row, `"pooled"` per query tile; False attends the selected
             keys alone. Needs `dense_range` to lie after the selection's scored keys.
 
@@ -114,7 +114,7 @@ ATTN_KERNELS = ("auto", "triton", "gluon")
 def _gluon_kernel_requested(q) -> bool:
     """`VECDIT_ATTN_KERNEL`: `auto` (default) takes the warp-specialized Gluon kernel where it
     applies (Hopper, bf16, head_dim 128; 5-8% faster than the Triton kernel on H100 and H200,
-    bench/NOTES.md), `triton` forces the portable Triton kernel, `gluon` is `auto` by another name."""
+    bench/DESIGN.md#gluon-kernel), `triton` forces the portable Triton kernel, `gluon` is `auto` by another name."""
     choice = os.environ.get("VECDIT_ATTN_KERNEL", "auto")
     if choice not in ATTN_KERNELS:
         raise ValueError(f"`VECDIT_ATTN_KERNEL` must be one of {ATTN_KERNELS}, got {choice!r}")

@@ -17,7 +17,7 @@ import torch
 
 from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means, pooled_part
 from .reference import merge_segments_reference
-from .tiles import QueryTiles
+from ..tiles import QueryTiles
 
 
 def _attention(q, k, v, mask, scale):

@@ -9,7 +9,7 @@ rank, comes from the host), then interpolates in score value between the bracket
 Illinois rule (the kept end's weight halves when one end is kept twice), and halves the key range
 only after INTERP_ROUNDS rounds, so no row takes more than INTERP_ROUNDS + 32. It stops as soon as a
 threshold leaves exactly `rank` scores at or above it: the rank-th largest is then the smallest of
-those, the (r+1)-th the largest below. Same cut as `reference.budget_cuts` (from `torch.topk`).
+those, the (r+1)-th the largest below. Same cut as `rule.budget_cuts` (from `torch.topk`).
 The keys stay int32 (bounds are int64 scalars): int64 vectors, and int64 division, were 10x slower.
 """
 import triton

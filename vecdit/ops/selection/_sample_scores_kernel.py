@@ -11,7 +11,7 @@ a sample (SAMPLED false: Sk within the sample size) it scores every key, read in
 import triton
 import triton.language as tl
 
-from ._common import mma
+from .._common import mma
 
 
 @triton.jit

@@ -2,9 +2,10 @@
 """Warp-specialized vector-sparse attention in Gluon (Triton >= 3.6, Hopper, bf16, head_dim 128).
 
 The default backend where it applies (`VECDIT_ATTN_KERNEL=auto`; `triton` forces the portable
-kernel). Checked on H100 and H200 by `tests/test_ops.py::test_gluon_backend_matches_the_triton_kernel`
+kernel). Checked on H100 and H200 by `tests/ops/test_attention.py::test_gluon_backend_matches_the_triton_kernel`
 (fp32 reference, ragged tails, dense range, strided views, empty blocks); timed against the Triton
-kernel by the session-3 sweep (its script in git history at b6b59e7): 5-8% faster at HunyuanVideo-720p, 25%.
+kernel: 5-8% faster at HunyuanVideo-720p, 25% (bench/DESIGN.md#gluon-kernel; the sweep's script in git
+history at b6b59e7).
 
 Why: the Triton kernel's K/V gathers are poorly pipelined (one or two tiles in flight, ~290-350
 TFLOP/s) while a dense Triton kernel with the same 64-row softmax runs at 482. Here the gather gets
@@ -20,7 +21,7 @@ blocks -> zeros and lse = -inf, query rows read and output rows written through 
 index (INDEXED). A 128-query tile runs as one program with two consumer partitions of 64 rows
 that share each gathered K/V tile (CONSUMERS, `TILE128_CONFIGS`: half the gathers of two 64-row
 programs, 20% faster at HunyuanVideo-720p 25%); 64-query tiles run one 64-row program each. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
-busy, 40% hit rate; bench/NOTES.md, session 3): key segments (`segments`) shrink the working set.
+busy, 40% hit rate; bench/DESIGN.md#kernel-bound): key segments (`segments`) shrink the working set.
 """
 import os
 
@@ -66,7 +67,7 @@ def _producer(K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, k_base, v_base, s
     offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
     d = gl.expand_dims(gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout)), 0)
     dense_len = dense_end - dense_start
-    # each tile's indices are loaded one tile early (two or three early measured no faster, session 3)
+    # each tile's indices are loaded one tile early (two or three early measured no faster, DESIGN.md#gluon-kernel)
     cols = _tile_cols(COLUMN_INDEX, 0, n_dense_tiles, dense_start, sel_start, count, offs_n, BLOCK_N)
     for t in range(n_tiles):
         s = t % STAGES
@@ -250,7 +251,7 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
         ], [WARPS, PRODUCER_WARPS], [CONSUMER_REGS, PRODUCER_REGS])
 
 
-# Session 3 (bench/results/gluon-sparse-attn-*-session3-*.jsonl): two programs per SM (maxnreg 128,
+# bench/DESIGN.md#gluon-kernel (bench/results/kernel/gluon-sparse-attn-*): two programs per SM (maxnreg 128,
 # 3 stages in 2 x 115 KB) is the fastest of 26 variants on H100 and H200; indices further ahead,
 # FA3's overlapped softmax (both removed since; in git history at 946c70e), 32-key tiles and fewer
 # producer warps are not faster.
@@ -262,7 +263,7 @@ CONFIG = dict(BLOCK_M=64, BLOCK_N=64, STAGES=3, PRODUCER_WARPS=4, PRODUCER_REGS=
 # on 128-key tiles (3 stages). One program per SM (12 warps; maxnreg 168 x 384 threads fills the
 # register file; the producer gives back down to 88, so the consumers get 208); Q 32 KB + STAGES x
 # 2 x BLOCK_N x 256 B of shared memory (224 KB for split). HunyuanVideo-720p, 25% / 10% attention ms
-# (bench/results/attention-kernel-rows-run2-*): programs 121.0 / 49.5, split on 64-key tiles (4
+# (bench/DESIGN.md#rows-128): programs 121.0 / 49.5, split on 64-key tiles (4
 # stages) 99.2 / 44.8, split on 128-key tiles 96.6 / 42.9.
 TILE128_CONFIGS = {
     "wide": dict(BLOCK_M=128, STAGES=4, maxnreg=168, CONSUMERS=1, WARPS=8),
@@ -289,7 +290,7 @@ def tile128_config(block_size: int) -> dict:
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
                            scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, **config):
-    """Drop-in for vecdit.ops.attention._attn_triton (same arguments, returns (out, lse)): q, k, v
+    """Drop-in for vecdit.ops.attention.op._attn_triton (same arguments, returns (out, lse)): q, k, v
     [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts; `query_index` and
     `block_size` as the selection's query tiles give them (None and 64: raster).
 

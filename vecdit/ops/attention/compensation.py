@@ -15,11 +15,9 @@ nothing for it, and a block that keeps everything stays bit-equal to uncompensat
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .sparse_format import WORD_KEYS
+from ..selection.sparse_format import WORD_KEYS
 
 COMPENSATION_MODES = ("query", "pooled")
 # what `compensate=True` means: the lab's output error and the H200 cost chose it (bench/README.md)
@@ -94,7 +92,7 @@ def compensate_triton(q, k, v, out, lse, kept, num_keys: int, scale: float, quer
     `[B, H, S]` in place (Triton). `kept`: uint8 `[rows, G]` kept keys per 64-key group."""
     import triton
 
-    from ._checks import QUERY_BLOCK, interpret_mode
+    from .._checks import QUERY_BLOCK, interpret_mode
     from ._compensate_kernel import compensate_kernel
 
     batch, seq_q, heads, dim = q.shape
@@ -102,7 +100,7 @@ def compensate_triton(q, k, v, out, lse, kept, num_keys: int, scale: float, quer
     groups = k_mean.shape[2]
     nqb = -(-seq_q // block_size)
     if mode == "pooled":
-        from .selection import pool_queries_triton
+        from ..selection.op import pool_queries_triton
 
         part_out, part_lse = pooled_part(pool_queries_triton(q, scale, query_index, block_size), k_mean, v_mean,
                                          kept, num_keys)
@@ -115,21 +113,3 @@ def compensate_triton(q, k, v, out, lse, kept, num_keys: int, scale: float, quer
         *q.stride(), *out.stride(), heads, seq_q, nqb, groups, num_keys,
         HEAD_DIM=dim, BLOCK_M=QUERY_BLOCK, GROUP_KEYS=WORD_KEYS, UPCAST=interpret_mode(),
         INDEXED=query_index is not None, POOLED=mode == "pooled", PROGRAMS_PER_ROW=block_size // QUERY_BLOCK, **cfg)
-
-
-def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, token_block, mode: str):
-    """The compensation as extra softmax columns, fp32, one per 64-key group (the test oracle):
-    (logits `[B, H, Sq, G]` = score + log(dropped), -inf where nothing is dropped; mean values
-    `[B, H, G, D]`). `kept`: `[B, H, NQB, G]` kept keys per group; `token_block`: int64 `[Sq]`."""
-    k_mean, v_mean = key_group_means(k.float(), num_keys), key_group_means(v.float(), num_keys)
-    qf = q.float().transpose(1, 2)  # [B, H, Sq, D]
-    if mode == "pooled":
-        nqb = kept.shape[2]
-        sums = torch.zeros(*qf.shape[:2], nqb, qf.shape[-1], device=q.device).index_add_(2, token_block, qf)
-        members = torch.bincount(token_block, minlength=nqb).clamp_min(1).float()
-        scores = ((sums / members[:, None]) @ k_mean.transpose(-1, -2) * scale)[:, :, token_block]
-    else:
-        scores = qf @ k_mean.transpose(-1, -2) * scale
-    dropped = (group_sizes(num_keys, q.device) - kept.float())[:, :, token_block]
-    logits = torch.where(dropped > 0, scores + torch.log(dropped.clamp_min(1)), -math.inf)
-    return logits, v_mean

@@ -8,10 +8,10 @@ from typing import Literal
 
 import torch
 
-from ._checks import check_qkv, check_threshold, interpret_mode, use_triton
-from .reference import cut_ranks, key_sample, row_capacity, selection_reference
+from .._checks import check_qkv, check_threshold, interpret_mode, use_triton
+from .rule import cut_ranks, key_sample, row_capacity, rule_select
 from .sparse_format import WORD_KEYS, SelectionBitmask, VectorSelection, _expand_triton
-from .tiles import QueryTiles
+from ..tiles import QueryTiles
 
 SELECTION_MODES = ("exact", "running")
 # key tile of the `running` max: each tile is tested against the max of all tiles up to it
@@ -274,7 +274,7 @@ def _vec_select_bitmask_op(
         mask, word_count, _ = _select_bitmask_triton(q, k, gap, minp, running, max_columns, min_columns, scale,
                                                      query_index, block_size)
         return mask, word_count
-    keep = selection_reference(q, k, gap, running, max_columns, min_columns, scale, query_index, block_size)
+    keep = rule_select(q, k, gap, running, max_columns, min_columns, scale, query_index, block_size)
     bits = SelectionBitmask.from_selection(VectorSelection.from_mask(keep))
     return bits.mask, bits.word_count
 
@@ -294,9 +294,8 @@ def _vec_select_op(
     """(column_index, column_offset, column_count, kept keys per 64-key word uint8 `[rows, words]`)."""
     if use_triton(q):
         return _select_triton(q, k, gap, minp, running, max_columns, min_columns, scale, query_index, block_size)
-    sel = VectorSelection.from_mask(selection_reference(q, k, gap, running, max_columns, min_columns, scale,
-                                                        query_index, block_size), None,
-                                    row_capacity(k.shape[1], max_columns))
+    sel = VectorSelection.from_mask(rule_select(q, k, gap, running, max_columns, min_columns, scale, query_index,
+                                                block_size), None, row_capacity(k.shape[1], max_columns))
     return sel.column_index, sel.column_offset, sel.column_count.reshape(-1), sel.word_count
 
 
