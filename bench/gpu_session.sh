@@ -8,7 +8,8 @@
 # step times torchao's float8 beside it where its wheel travels too (3 MB; torchao 0.17 pairs with the host's torch 2.11):
 #   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl torchao==0.17.0
-# Results land in $OUT (card and date in their names); copy them into bench/results/ afterwards.
+# Results land in $OUT (card and date in their names); copy each into its benchmark's folder under bench/results/ and
+# update bench/README.md.
 set -u
 R=$PWD
 export OUT=${OUT:-/tmp/out}

@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     p.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES), help="vecdit's top-k densities")
     p.add_argument("--compensate", nargs="+", default=["none", "default"], choices=["none", "default", "query", "pooled"],
                    help="the tile-order variants: uncompensated, the default compensation, or a mode")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default="bench/results/tiny-quality")
     p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
                    help="only the dense motion check: every motion prompt at these seeds, printed as a table")
     p.add_argument("--guidance", type=float, default=None,

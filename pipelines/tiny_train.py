@@ -348,7 +348,7 @@ class Trainer:
     def colour_drift(self) -> dict:
         """Per colour of the grammar: the worst error over frames of the decoded colour at the centre
         of a still circle (the v3 VAE lost red, its R channel fading to black after frame 16, and
-        green: bench/results/tiny-train-v3-nvidia-h200-2026-12-02.md)."""
+        green: git history: bench/results/tiny-train-v3-nvidia-h200-2026-12-02.md at a9c5bc1)."""
         from .tiny_data import COLORS, parse_caption, render
 
         drift = {}

@@ -158,7 +158,7 @@ def test_pipeline_benchmark_fp8_variant_refused_with_the_reason():
 
     with pytest.raises(RuntimeError, match="fp8=True needs"):
         run_pipeline("tiny", ("vecdit-fp8", "stock"), steps=4, repeats=1, device="cpu")
-    with pytest.raises(ValueError, match="unknown variants"):
+    with pytest.raises(ValueError, match="unknown variant"):
         run_pipeline("tiny", ("stock", "fp8"), steps=4, repeats=1, device="cpu")
 
 

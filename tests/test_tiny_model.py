@@ -129,19 +129,18 @@ TRAINED = __import__("vecdit.pipelines.models", fromlist=["x"]).tiny_model_folde
 @pytest.fixture(scope="module")
 def trained_circle(tmp_path_factory, readme_video):
     """The README's first command with the packaged trained model (vecdit at the model's own density
-    and CFG scale, from its vecdit_tiny.json; run once for the whole session, conftest.py), the same
-    generation dense, and dense from another seed: the videos' frames."""
+    and CFG scale, from its vecdit_tiny.json; run once for the whole session, conftest.py) and the same
+    generation dense: the videos' frames."""
     from vecdit.pipelines.cli import main
     from vecdit.samples.video_io import read_video
 
     out, done = readme_video
     assert done.returncode == 0, done.stderr
     folder, videos = tmp_path_factory.mktemp("circle"), {"vec": read_video(str(out))}
-    for attention, seed in (("dense", 0), ("dense-seed-1", 1)):
-        out = folder / f"{attention}.mp4"
-        assert main(["generate", "--model", "tiny", "--prompt", "a red circle moving right", "--seed", str(seed),
-                     "--attention", attention.split("-")[0], "--output", str(out)]) == 0
-        videos[attention] = read_video(str(out))
+    out = folder / "dense.mp4"
+    assert main(["generate", "--model", "tiny", "--prompt", "a red circle moving right", "--attention", "dense",
+                 "--output", str(out)]) == 0
+    videos["dense"] = read_video(str(out))
     return videos
 
 
@@ -159,11 +158,11 @@ def test_trained_tiny_model_shows_the_caption_colour_and_sparse_stays_close(trai
     assert np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() < 10
     seen = {color: motion_of(frames, color)["seen"] for color in COLORS}
     assert max(seen, key=seen.get) == "red" and seen["red"] >= 0.5, seen
-    # v7 model (CFG 7, density 0.5): vecdit vs dense 17.1 dB, dense seed 1 vs seed 0 14.8 dB
-    # (bench/results/tiny-train-v7-*.md); v5 (CFG 5, 25%): 19.2 and 16.1 dB. The floor is 16 dB since v7:
-    # its trajectories are more sensitive (another seed is 1.3 dB further off than v5's)
-    sparse, between_seeds = psnr(frames, trained_circle["dense"]), psnr(trained_circle["dense-seed-1"], trained_circle["dense"])
-    assert sparse > 16 and sparse > between_seeds + 2, (sparse, between_seeds)
+    # the packaged (v7) model: dense from another seed (1 vs 0) is 14.8 dB from dense
+    # (bench/results/tiny-train/tiny-train-v7-nvidia-h200-2026-12-02.md), the spread a user sees anyway; vecdit
+    # at its shipped settings (50%, 4x4x4, compensated) must stay 2 dB closer than that (19.7 dB on the CPU)
+    sparse = psnr(frames, trained_circle["dense"])
+    assert sparse > 14.8 + 2, sparse
 
 
 @pytest.mark.skipif(not TRAINED, reason="no trained tiny model ships")

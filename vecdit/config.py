@@ -24,7 +24,7 @@ class VecAttnConfig:
 
     Two selection rules, per query block:
       - top-k (the default, `threshold=None`): each block keeps its `density` best keys. It keeps
-        the most attention mass at a given density (bench/results/tiles-*.json) and makes the
+        the most attention mass at a given density (bench/DESIGN.md#query-tiles) and makes the
         density, and so the speed, what you ask for.
       - min-p (the method as published, `threshold=...`): keep key j if p_j >= threshold * p_max;
         `max_density` caps it per block (min-p inside a budget).
@@ -53,7 +53,7 @@ class VecAttnConfig:
             `"always"` attends every valid text key; `"select"` scores them with the video keys.
         dense_fallback_density (`float`, defaults to 0.5): a layer whose selection keeps more than
             this fraction of the keys (top-k: whose `density` is above it) runs dense attention
-            instead (faster there on an H100: see bench/results); 1.0 never falls back. `vecdit.stats`
+            instead (faster there: bench/DESIGN.md#presets); 1.0 never falls back. `vecdit.stats`
             reports such a layer at density 1.0.
         reuse_budget_gb (`float`, defaults to 8.0): GPU memory for selections kept for reuse, per
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").

@@ -10,7 +10,7 @@ scale per row), then calls `torch._scaled_mm` with both scale vectors (on CUDA; 
 product from the same fp8 operands, for tests). It is a plain module over
 plain tensors: `torch.compile(fullgraph=True)` traces it as two ops (the activation's amax and
 cast, which inductor fuses, and the scaled GEMM), where torchao's tensor subclasses made the
-compile of HunyuanVideo's blocks run past 6 minutes (bench/NOTES.md, session 11).
+compile of HunyuanVideo's blocks run past 6 minutes (bench/DESIGN.md#fp8-linear).
 
 Only the Linear layers inside the repeated blocks are converted: embeddings, the time / text
 projections, the output head and the per-block modulation layers (one token each: nothing to gain,

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     att.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(KERNEL_VARIANTS))
     att.add_argument("--inputs", nargs="+", default=["random"], choices=list(INPUTS),
                      help="random (i.i.d., the worst case for locality) and/or structured (the lab's video proxy)")
-    att.add_argument("--out", default="bench/results")
+    att.add_argument("--out", default="bench/results/attention")
     att.add_argument("--name", default="attention", help="results file stem (the card and date are appended)")
     att.add_argument("--index-overhead", action="store_true",
                      help="instead: the tile index's own cost (same lists with and without it, timed alternately)")
@@ -101,12 +101,12 @@ def main(argv=None) -> int:
     pe.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p", "wan2.1-14b-720p"], choices=list(SHAPES))
     pe.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     pe.add_argument("--inputs", default="structured", choices=list(INPUTS))
-    pe.add_argument("--out", default="bench/results")
+    pe.add_argument("--out", default="bench/results/peers")
     se = sub.add_parser("selection", help="the selection's stages, next to the dense time")
     se.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p"], choices=list(SHAPES))
     se.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
     se.add_argument("--tiles", nargs="+", default=["4x4x4", "4x4x8"])
-    se.add_argument("--out", default="bench/results")
+    se.add_argument("--out", default="bench/results/selection")
     pi = sub.add_parser("pipeline", help="a whole generation (text, denoising steps, decode): stock vs vecdit")
     from .pipeline import MODELS as PIPELINE_MODELS
     from .pipeline import ALL_VARIANTS
@@ -122,21 +122,21 @@ def main(argv=None) -> int:
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
     pi.add_argument("--density", type=float, default=None, help="the preset's top-k density instead of its own")
     pi.add_argument("--query-tiles", default=None, help="the preset's query tiles instead of its own, e.g. 4x4x8")
-    pi.add_argument("--out", default="bench/results")
+    pi.add_argument("--out", default="bench/results/pipeline")
     f8 = sub.add_parser("fp8", help="one block's Linear layers at full size: bf16 vs float8 (vecdit, torchao)")
     f8.add_argument("--models", nargs="+", default=["hunyuanvideo", "wan2.1-t2v-14b"],
                     choices=["hunyuanvideo", "wan2.1-t2v-14b"])
     f8.add_argument("--no-torchao", action="store_true", help="time vecdit's Float8Linear only")
-    f8.add_argument("--out", default="bench/results")
+    f8.add_argument("--out", default="bench/results/fp8")
     cp = sub.add_parser("cpu", help="the README's first command on this machine's CPU, dense and vecdit")
     cp.add_argument("--repeats", type=int, default=1, help="generations per attention; the fastest is reported")
-    cp.add_argument("--out", default="bench/results")
+    cp.add_argument("--out", default="bench/results/cpu")
     tr = sub.add_parser("transformer", help="one full-size transformer forward, stock vs vecdit")
     from .transformer import MODELS
 
     tr.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     tr.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
-    tr.add_argument("--out", default="bench/results")
+    tr.add_argument("--out", default="bench/results/transformer")
     args = parser.parse_args(argv)
     if args.what == "cpu":
         from .cpu import main_cpu

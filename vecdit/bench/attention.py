@@ -114,9 +114,9 @@ VARIANTS = {
 }
 # kernel experiments (not in the default run), all on 128-query tiles: the portable Triton kernel
 # (two 64-row programs per tile); the Gluon kernel as two 64-row programs per tile (`programs`, the
-# default before session 9), one program of one 8-warp consumer (`wide`), or the default (`split`:
-# two 4-warp consumer partitions sharing each gathered 128-key tile) on 64-key tiles or with fewer
-# key segments
+# earlier default, bench/DESIGN.md#rows-128), one program of one 8-warp consumer (`wide`), or the
+# default (`split`: two 4-warp consumer partitions sharing each gathered 128-key tile) on 64-key
+# tiles or with fewer key segments
 KERNEL_VARIANTS = {
     "tiles128-triton": ((4, 4, 8), "topk", {"VECDIT_ATTN_KERNEL": "triton"}),
     "tiles128-programs": ((4, 4, 8), "topk", {"VECDIT_GLUON_TILE128": "programs"}),

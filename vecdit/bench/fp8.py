@@ -24,7 +24,7 @@ GEOMETRY = {
     "hunyuanvideo": dict(video=33 * 45 * 80, text=256),
     "wan2.1-t2v-14b": dict(video=21 * 45 * 80, text=512),
 }
-COMPILE_LIMIT_S = 90  # torchao's compile of HunyuanVideo's blocks ran past 6 minutes in session 11
+COMPILE_LIMIT_S = 90  # torchao's compile of HunyuanVideo's blocks ran past 6 minutes (bench/DESIGN.md#fp8-linear)
 
 
 def _config_model(name: str):

@@ -6,7 +6,8 @@ Stages of the top-k selection (`vector_selection(q, k, None, max_density=d)`): p
 query tiles, the budget cut (scores of the pooled queries against the 8,192-key sample by a
 kernel, then the cut per row: the search kernel, timed beside plain bisection), the mask pass over all keys, the bitmask
 expansion into index lists. (The fp32 GEMM and `torch.topk` the cut replaced were timed here
-until session 9: bench/results/selection-nvidia-h200-2026-12-02.md.) Medians of triton.testing.do_bench.
+before: bench/results/selection/selection-nvidia-h200-2026-12-02.md, bench/DESIGN.md#topk-rule.)
+Medians of triton.testing.do_bench.
 """
 from __future__ import annotations
 

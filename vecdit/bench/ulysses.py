@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="wan2.1-14b-720p")
     parser.add_argument("--density", type=float, default=0.25)
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default="bench/results/ulysses")
     args = parser.parse_args(argv)
     from diffusers import ContextParallelConfig
 

@@ -115,18 +115,18 @@ def main(argv=None) -> int:
     c.add_argument("--compensation", action="store_true",
                    help="the top-k patterns' output error without and with each compensation variant (vecdit/lab/compensation.py)")
     c.add_argument("--name", default="tiles", help="results file stem")
-    c.add_argument("--out", default="bench/results")
+    c.add_argument("--out", default="bench/results/lab")
     d = sub.add_parser("density", help="achieved vs target density of the top-k rule at full size (host-sync check)")
     d.add_argument("--geometry", nargs="+", default=["wan2.1-720p", "hunyuanvideo-720p"], choices=list(GEOMETRIES))
     d.add_argument("--targets", nargs="+", type=float, default=[0.1, 0.25, 0.5])
     d.add_argument("--layers", type=int, default=4, help="proxy seeds, one per layer")
-    d.add_argument("--out", default="bench/results")
+    d.add_argument("--out", default="bench/results/lab")
     pa = sub.add_parser("pairs", help="neighbouring 64-query tiles: own lists vs their union (128-row programs)")
     pa.add_argument("--geometry", nargs="+", default=["wan2.1-480p"], choices=list(GEOMETRIES))
     pa.add_argument("--heads", type=int, default=8)
     pa.add_argument("--pairs", type=int, default=8, help="sampled tile pairs per head")
     pa.add_argument("--densities", nargs="+", type=float, default=[0.1, 0.25])
-    pa.add_argument("--out", default="bench/results")
+    pa.add_argument("--out", default="bench/results/lab")
     m = sub.add_parser("match", help="the density at which one query tile keeps the recall another keeps")
     m.add_argument("--geometry", nargs="+", default=["hunyuanvideo-720p"], choices=list(GEOMETRIES))
     m.add_argument("--heads", nargs="+", type=int, default=[24],
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                    help="--by error: the matched tile's compensation (vecdit/lab/compensation.py variants)")
     m.add_argument("--reference-compensate", default="none", choices=["none", "query", "pooled", "tiles", "exact"],
                    help="--by error: the reference tile's compensation (none: the uncompensated presets)")
-    m.add_argument("--out", default="bench/results")
+    m.add_argument("--out", default="bench/results/lab")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
