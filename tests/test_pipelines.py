@@ -25,8 +25,8 @@ from vecdit.schedule import get_step_hook
 
 IMAGE = PIL.Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype("uint8"))
 WAN = dict(prompt="a fox", height=128, width=128, num_frames=9, max_sequence_length=16, guidance_scale=5.0)
-HUNYUAN = dict(height=128, width=128, num_frames=9, **tiny_hunyuan_prompt_embeds())
-HUNYUAN_I2V = dict(HUNYUAN, image=IMAGE)
+HUNYUAN = dict(height=64, width=64, num_frames=9, **tiny_hunyuan_prompt_embeds())
+HUNYUAN_I2V = dict(HUNYUAN, image=IMAGE.resize((64, 64)))
 
 # name -> (builder, call kwargs, CFG branch names the pipeline's cache contexts use)
 PIPELINES = {
