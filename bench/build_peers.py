@@ -11,7 +11,11 @@ dist-info so that diffusers' `set_attention_backend("sage")` finds it.
 Python side needs both to take its sm_90 path) as `fastvideo_kernel._C.fastvideo_kernel_ops`, with
 fastvideo-kernel's Python package from the same source tree.
 Sources come as snapshots carried in `.peers/` (git-ignored); `--dest` goes on PYTHONPATH. Prints one JSON
-line: what was built, in how many seconds, or why it failed.
+line: what was built, in how many seconds, or why it failed. `.peers/` from the public repositories' mirrors:
+  SageAttention/     thu-ml/SageAttention:  git archive HEAD csrc sageattention setup.py LICENSE
+  fastvideo-kernel/  hao-ai-lab/FastVideo:  git archive HEAD fastvideo-kernel/python fastvideo-kernel/csrc/attention
+  ThunderKittens/    HazyResearch/ThunderKittens at FastVideo's submodule commit (6c27e28c):
+                     git archive 6c27e28c8115d1839d9eeeb530913c184a75fc87 include prototype LICENSE
 """
 from __future__ import annotations
 
