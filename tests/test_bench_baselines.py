@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vecdit.bench import sage
-from vecdit.bench.attention import sampled_dense_error
+from vecdit.bench.common import sampled_dense_error
 from vecdit.bench.pipeline import ALL_VARIANTS, variant_flags
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 from vecdit.ops.attention.compensation import COMPENSATION_MODES, DEFAULT_COMPENSATION
 
-from .common import do_bench_ms, sampled_block_error
+from .common import do_bench_ms, sampled_block_error, sampled_dense_error
 
 SHAPES = {
     "wan2.1-1.3b-480p": dict(heads=12, video=32760, text=0),
@@ -87,22 +87,6 @@ def dense_baselines() -> dict:
     if sage.available():
         fns["sage2"] = lambda q, k, v: sage.sage_attention(q, k, v, None, q.shape[-1] ** -0.5)
     return fns
-
-
-def sampled_dense_error(out, q, k, v, rows: int = 512, seed: int = 0) -> float:
-    """Relative error (norm over rows) of a dense output `[1, S, H, D]` on `rows` random (query, head)s
-    against fp32 attention over all keys."""
-    g = torch.Generator().manual_seed(seed)
-    qi = torch.randint(q.shape[1], (rows,), generator=g).to(q.device)
-    hi = torch.randint(q.shape[2], (rows,), generator=g).to(q.device)
-    err = ref_norm = 0.0
-    for h in hi.unique().tolist():
-        pick = qi[hi == h]
-        s = (q[0, pick, h].float() @ k[0, :, h].float().T) * q.shape[-1] ** -0.5
-        r = torch.softmax(s, -1) @ v[0, :, h].float()
-        err += float((out[0, pick, h].float() - r).square().sum())
-        ref_norm += float(r.square().sum())
-    return (err / ref_norm) ** 0.5
 
 
 # vecdit variants timed per density: (label, query tiles, rule); `tiles-topk` is the default

@@ -39,6 +39,21 @@ def environment() -> dict:
     }
 
 
+def sampled_dense_error(out, q, k, v, rows: int = 512, seed: int = 0) -> float:
+    """Relative error (norm over rows) of a dense output `[1, S, H, D]` on `rows` random (query, head)s
+    against the fp32 reference over all keys."""
+    g = torch.Generator().manual_seed(seed)
+    qi = torch.randint(q.shape[1], (rows,), generator=g).to(q.device)
+    hi = torch.randint(q.shape[2], (rows,), generator=g).to(q.device)
+    err = ref_norm = 0.0
+    for h in hi.unique().tolist():
+        pick = qi[hi == h]
+        ref = attention_reference(q[:, pick, h:h + 1], k[:, :, h:h + 1], v[:, :, h:h + 1])[0]
+        err += float((out[:, pick, h:h + 1].float() - ref).square().sum())
+        ref_norm += float(ref.square().sum())
+    return (err / ref_norm) ** 0.5
+
+
 def sampled_block_error(q, k, v, selection, dense_range=None, blocks: int = 16, seed: int = 0, out=None,
                         compensate=False) -> float:
     """Worst relative error on sampled (head, query block)s against an fp32 reference, of `out`

@@ -22,7 +22,7 @@ import torch
 from vecdit.lab.match import matched_density, selection_recall, token_recall
 from vecdit.ops import QueryTiles, vector_selection, vector_sparse_attention
 
-from .common import do_bench_ms
+from .common import do_bench_ms, sampled_dense_error
 
 
 def _vecdit(q, k, v, grid, density, tile, heads_sampled):
@@ -124,7 +124,7 @@ def _flex(q, k, v, grid, density, heads_sampled, block=128):
 
 
 def run_peers(shape: str, densities=(0.25, 0.1), inputs: str = "structured", heads_sampled: int = 6) -> dict:
-    from .attention import GRIDS, SHAPES, dense_baselines, make_inputs, sampled_dense_error
+    from .attention import GRIDS, SHAPES, dense_baselines, make_inputs
 
     video = SHAPES[shape]["video"]
     q, k, v = (x[:, :video].contiguous() for x in make_inputs(shape, inputs=inputs))

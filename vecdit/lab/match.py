@@ -18,6 +18,9 @@ import torch
 
 from vecdit.ops import QueryTiles, VectorSelection, vector_selection
 
+from .compensation import OutputError
+from .patterns import block_mean
+
 
 def sampled_tokens(num_heads: int, seq: int, heads: int, seed: int = 0, tokens: int = 256) -> list:
     """[(head, query token indices)]: the sample every method's recall is measured on."""
@@ -47,21 +50,26 @@ def _kept_keys(sel: VectorSelection, row: int, num_keys: int, device) -> torch.T
     return mask
 
 
-def selection_recall(q, k, tiles: QueryTiles, density: float, heads: int,
-                     sampled_heads_only: bool = False) -> tuple[VectorSelection | None, dict]:
-    """vecdit's top-k selection at `density` and the recall / key density of what it kept.
-    `sampled_heads_only`: select the sampled heads alone, one at a time (the memory a CPU has;
-    the same keys: heads select independently); returns no selection then."""
+def _top_k_kept(q, k, tiles: QueryTiles, density: float, heads: int, sampled_heads_only: bool):
+    """(selection or None, kept_keys(h, b)) of vecdit's top-k at `density`. `sampled_heads_only`:
+    select the sampled heads alone, one at a time (the memory a CPU has; the same keys: heads select
+    independently); no selection is returned then."""
     nqb, num_keys = tiles.num_blocks(q.shape[1]), k.shape[1]
-    token_block = tiles.token_blocks(q.shape[1], q.device)
     if not sampled_heads_only:
         sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
-        return sel, token_recall(q, k, token_block, lambda h, b: _kept_keys(sel, h * nqb + b, num_keys, q.device),
-                                 heads)
+        return sel, lambda h, b: _kept_keys(sel, h * nqb + b, num_keys, q.device)
     per_head = {h: vector_selection(q[:, :, h:h + 1].contiguous(), k[:, :, h:h + 1].contiguous(), None,
                                     max_density=density, query_tiles=tiles)
                 for h, _ in sampled_tokens(q.shape[2], q.shape[1], heads)}
-    return None, token_recall(q, k, token_block, lambda h, b: _kept_keys(per_head[h], b, num_keys, q.device), heads)
+    return None, lambda h, b: _kept_keys(per_head[h], b, num_keys, q.device)
+
+
+def selection_recall(q, k, tiles: QueryTiles, density: float, heads: int,
+                     sampled_heads_only: bool = False) -> tuple[VectorSelection | None, dict]:
+    """vecdit's top-k selection at `density` (None with `sampled_heads_only`, see `_top_k_kept`)
+    and the recall / key density of what it kept."""
+    sel, kept = _top_k_kept(q, k, tiles, density, heads, sampled_heads_only)
+    return sel, token_recall(q, k, tiles.token_blocks(q.shape[1], q.device), kept, heads)
 
 
 def token_error(q, k, v, tiles: QueryTiles, kept_keys: Callable, heads: int, compensate: str | None,
@@ -69,19 +77,15 @@ def token_error(q, k, v, tiles: QueryTiles, kept_keys: Callable, heads: int, com
     """What a user sees: the mean over the sampled query tokens (those `token_recall` samples) of
     |out - dense| / |dense| (fp64, all keys), the kept keys alone (`compensate` None) or with a
     compensation variant of `vecdit.lab.compensation` (`pooled`, `query`, `tiles`, `exact`)."""
-    from .compensation import OutputError
-
     variant = compensate or "none"
     token_block = tiles.token_blocks(q.shape[1], q.device)
     nqb, scale = tiles.num_blocks(q.shape[1]), q.shape[-1] ** -0.5
-    members = torch.bincount(token_block, minlength=nqb).clamp_min(1).double()[:, None]
     total, seen = 0.0, 0
     for h, toks in sampled_tokens(q.shape[2], q.shape[1], heads, seed, tokens):
         toks = toks.to(q.device)
         qh, kh, vh = (x[0, :, h].double() for x in (q, k, v))
-        pooled = torch.zeros(nqb, qh.shape[1], dtype=torch.float64, device=q.device).index_add_(0, token_block, qh)
-        err = OutputError(qh[toks], kh, vh, token_block[toks], pooled / members * scale, tiles.grid, scale,
-                          variants=(variant,))
+        err = OutputError(qh[toks], kh, vh, token_block[toks], block_mean(qh, token_block, nqb) * scale, tiles.grid,
+                          scale, variants=(variant,))
         masks = torch.stack([kept_keys(h, b) for b in token_block[toks].tolist()])
         total += err.errors(masks)[variant] * len(toks)
         seen += len(toks)
@@ -91,16 +95,8 @@ def token_error(q, k, v, tiles: QueryTiles, kept_keys: Callable, heads: int, com
 def selection_error(q, k, v, tiles: QueryTiles, density: float, heads: int, compensate: str | None,
                     sampled_heads_only: bool = False) -> float:
     """The output error (`token_error`) of vecdit's top-k selection at `density`."""
-    nqb, num_keys = tiles.num_blocks(q.shape[1]), k.shape[1]
-    if not sampled_heads_only:
-        sel = vector_selection(q, k, None, max_density=density, query_tiles=tiles)
-        return token_error(q, k, v, tiles, lambda h, b: _kept_keys(sel, h * nqb + b, num_keys, q.device), heads,
-                           compensate)["error"]
-    per_head = {h: vector_selection(q[:, :, h:h + 1].contiguous(), k[:, :, h:h + 1].contiguous(), None,
-                                    max_density=density, query_tiles=tiles)
-                for h, _ in sampled_tokens(q.shape[2], q.shape[1], heads)}
-    return token_error(q, k, v, tiles, lambda h, b: _kept_keys(per_head[h], b, num_keys, q.device), heads,
-                       compensate)["error"]
+    kept = _top_k_kept(q, k, tiles, density, heads, sampled_heads_only)[1]
+    return token_error(q, k, v, tiles, kept, heads, compensate)["error"]
 
 
 def matched_density(q, k, grid, tile, recall: float, start: float, heads: int, steps: int = 7,

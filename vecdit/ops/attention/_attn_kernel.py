@@ -11,7 +11,7 @@ Online softmax in base 2 with fp32 statistics and accumulator.
 import triton
 import triton.language as tl
 
-from .._common import mma
+from .._common import block_tokens, mma
 
 
 @triton.jit
@@ -66,15 +66,9 @@ def vec_sparse_attn_fwd_kernel(
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
 
-    q_pos = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    _, row_ok, offs_m = block_tokens(QUERY_INDEX, qb * BLOCK_M, Sq, BLOCK_M, INDEXED)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_n = tl.arange(0, BLOCK_N)
-    row_ok = q_pos < Sq
-    # token of each position (tile order), or the position itself (raster)
-    if INDEXED:
-        offs_m = tl.load(QUERY_INDEX + q_pos, mask=row_ok, other=0).to(tl.int64)
-    else:
-        offs_m = q_pos.to(tl.int64)
 
     q = tl.load(
         Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qs + offs_d[None, :] * stride_qd,

@@ -12,7 +12,7 @@ output stays bit-equal to the uncompensated one).
 import triton
 import triton.language as tl
 
-from .._common import mma
+from .._common import block_tokens, mma
 
 LN2 = tl.constexpr(0.6931471805599453)
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -41,13 +41,8 @@ def compensate_kernel(
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    q_pos = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    _, row_ok, offs_m = block_tokens(QUERY_INDEX, qb * BLOCK_M, Sq, BLOCK_M, INDEXED)
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = q_pos < Sq
-    if INDEXED:
-        offs_m = tl.load(QUERY_INDEX + q_pos, mask=row_ok, other=0).to(tl.int64)
-    else:
-        offs_m = q_pos.to(tl.int64)
     row = bh.to(tl.int64) * num_query_blocks + qb // PROGRAMS_PER_ROW
 
     if POOLED:

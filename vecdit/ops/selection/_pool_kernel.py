@@ -8,6 +8,8 @@ times the score scale. Q is read once, in place: the tile order is never copied.
 import triton
 import triton.language as tl
 
+from .._common import block_tokens
+
 
 @triton.jit
 def pool_queries_kernel(
@@ -22,12 +24,7 @@ def pool_queries_kernel(
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    pos = blk * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    ok = pos < Sq
-    if INDEXED:
-        rows = tl.load(QUERY_INDEX + pos, mask=ok, other=0).to(tl.int64)
-    else:
-        rows = pos.to(tl.int64)
+    _, ok, rows = block_tokens(QUERY_INDEX, blk * BLOCK_SIZE, Sq, BLOCK_SIZE, INDEXED)
     d = tl.arange(0, HEAD_DIM)
     x = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qs + d[None, :] * stride_qd,
                 mask=ok[:, None], other=0.0).to(tl.float32)
