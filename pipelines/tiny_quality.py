@@ -5,6 +5,7 @@ trained model; on the random tiny model it only exercises the path).
 
     python -m vecdit.pipelines.tiny_quality --out bench/results   # the packaged tiny model (or a --model folder)
     python -m vecdit.pipelines.tiny_quality --motion-seeds 0 1 2   # only: does it move as captioned (dense)
+    python -m vecdit.pipelines.tiny_quality --attention-error --prompts 2   # only: its attention's output error
 """
 from __future__ import annotations
 
@@ -127,19 +128,30 @@ def plot_quality(result: dict, path: str, strip: str | None = None, labels=()) -
     return True
 
 
+def video_seeds(index: int, seeds: int) -> list[int]:
+    """The seeds of prompt `index`: its index first (the one-seed set), then index + 1000, + 2000, ..."""
+    return [index + SEED_STRIDE * j for j in range(seeds)]
+
+
+SEED_STRIDE = 1000
+
+
 def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, variants=VARIANTS,
-            device: str = "cpu", strips: dict | None = None, guidance: float = 5.0) -> dict:
+            device: str = "cpu", strips: dict | None = None, guidance: float = 5.0, seeds: int = 1) -> dict:
     """Per (query order, compensate) variant and density: mean PSNR / SSIM against the dense
-    generation of each prompt (same seed), achieved density, seconds and how many one-object videos
-    pass `motion_check`; the dense seconds and the dense videos' motion checks beside them.
-    `strips`, if given, receives the first prompt's frames per (label, density) and "dense"."""
+    generation of each prompt (same seed; `seeds` seeds per prompt, `video_seeds`), achieved density,
+    seconds and how many one-object videos pass `motion_check`; the dense seconds and the dense
+    videos' motion checks beside them. Each row keeps its videos' PSNRs (`psnr_videos`, prompt-major)
+    for paired comparisons (`paired_gain`). `strips`, if given, receives the first prompt's frames per
+    (label, density) and "dense"."""
     pipe.set_progress_bar_config(disable=True)
+    videos = [(prompt, seed) for i, prompt in enumerate(prompts) for seed in video_seeds(i, seeds)]
     dense, dense_s = {}, []
     _warm_up(pipe, prompts[0], size, device, guidance)
-    for i, prompt in enumerate(prompts):
-        dense[prompt], seconds = _generate(pipe, prompt, i, size, steps, device, guidance)
+    for prompt, seed in videos:
+        dense[prompt, seed], seconds = _generate(pipe, prompt, seed, size, steps, device, guidance)
         dense_s.append(seconds)
-    motion = [motion_check(dense[p], p) for p in prompts if p in MOTION_PROMPTS]
+    motion = [{"seed": s, **motion_check(dense[p, s], p)} for p, s in videos if p in MOTION_PROMPTS]
     rows = []
     for order, compensate in variants:
         label = variant_label(order, compensate)
@@ -148,15 +160,15 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                                               collect_stats=True))
             _warm_up(pipe, prompts[0], size, device, guidance)
             scores, moves = [], []
-            for i, prompt in enumerate(prompts):
-                frames, seconds = _generate(pipe, prompt, i, size, steps, device, guidance)
+            for i, (prompt, seed) in enumerate(videos):
+                frames, seconds = _generate(pipe, prompt, seed, size, steps, device, guidance)
                 if prompt in MOTION_PROMPTS:
                     moves.append(motion_check(frames, prompt)["ok"])
                 if strips is not None and i == 0:
                     strips[(label, density)] = frames
                 records = vecdit.stats(pipe)["records"]
                 achieved = sum(r["density"] for r in records) / len(records) if records else None
-                scores.append((psnr(frames, dense[prompt]), ssim(frames, dense[prompt]), achieved, seconds))
+                scores.append((psnr(frames, dense[prompt, seed]), ssim(frames, dense[prompt, seed]), achieved, seconds))
             vecdit.disable(pipe)
             finite = [s[0] for s in scores if np.isfinite(s[0])]
             rows.append({"order": label, "compensate": compensate, "density": density,
@@ -164,12 +176,64 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                          "ssim": sum(s[1] for s in scores) / len(scores),
                          "achieved_density": sum(s[2] for s in scores if s[2] is not None) / len(scores),
                          "seconds": sum(s[3] for s in scores) / len(scores),
-                         "motion_ok": f"{sum(moves)}/{len(moves)}"})
+                         "motion_ok": f"{sum(moves)}/{len(moves)}", "psnr_videos": [s[0] for s in scores]})
     if strips is not None:
-        strips["dense"] = dense[prompts[0]]
-    return {"prompts": list(prompts), "steps": steps, "guidance": guidance, **size,
+        strips["dense"] = dense[videos[0]]
+    return {"prompts": list(prompts), "seeds": seeds, "steps": steps, "guidance": guidance, **size,
             "dense_seconds": sum(dense_s) / len(dense_s),
             "motion": motion, "rows": rows}
+
+
+CAPTURE_STEPS = (4, 10, 16)
+
+
+def attention_error(pipe, size: dict, steps: int = 20, prompts=PROMPTS[:2], densities=(0.1, 0.25, 0.5),
+                    capture_steps=CAPTURE_STEPS, device: str = "cpu", guidance: float = 5.0) -> dict:
+    """The model's own attention, not its video: dense generations of `prompts` (seed = index) hand
+    every self-attention layer's post-RoPE q, k, v at `capture_steps` (both CFG branches) to the
+    lab, which scores each head's top-k on 4x4x4 tiles at each density: recall, and the output
+    error (all query rows, fp64, all keys) without and with each compensation variant
+    (`vecdit.lab.compensation.VARIANTS`). Deterministic, unlike PSNR: it ranks the variants that
+    one 20-step video per prompt cannot tell apart. Rows: one per (capture, head, density)."""
+    from vecdit.lab.patterns import compare_patterns
+    from vecdit.processors import CalibrationProcessor
+
+    rows = []
+
+    def sink(layer, q, k, v, first_head=0, query_tiles=None):
+        for r in compare_patterns(q.float(), k.float(), v.float(), query_tiles.grid, densities, patterns=("tiles-topk",),
+                                  compensation=True):
+            rows.append({"layer": layer, **r, "head": first_head + r["head"]})
+
+    processors = pipe.transformer.attn_processors
+    pipe.transformer.set_attn_processor(CalibrationProcessor(sink, capture_steps))
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        for i, prompt in enumerate(prompts):
+            _generate(pipe, prompt, i, size, steps, device, guidance)
+    finally:
+        pipe.transformer.set_attn_processor(processors)
+    if not rows:
+        raise ValueError(f"nothing was captured: `capture_steps` {tuple(capture_steps)} must lie below `steps` ({steps})")
+    return {"prompts": list(prompts), "steps": steps, "capture_steps": list(capture_steps), "guidance": guidance,
+            **size, "densities": list(densities), "rows": rows}
+
+
+def attention_error_markdown(result: dict, model: str, card: str) -> str:
+    from vecdit.lab.compensation import VARIANTS, summary_table
+    from vecdit.ops.attention.compensation import DEFAULT_COMPENSATION
+
+    heads = len({(r["layer"], r["head"]) for r in result["rows"]})
+    lines = [f"# Tiny model: output error of its own attention ({model}, {card})", "",
+             f"Dense generations of {len(result['prompts'])} prompt(s) ({result['frames']} frames at {result['size']}x{result['size']}, "
+             f"{result['steps']} steps, CFG {result['guidance']:g}); q, k, v of every self-attention layer captured at steps "
+             f"{', '.join(map(str, result['capture_steps']))}, both CFG branches ({heads} layer-heads). Top-k per 4x4x4 query "
+             "tile on pooled scores; output error = mean over all query rows of |out - dense| / |dense| (fp64, all keys), "
+             f"mean over captures and heads; cut = 1 - {DEFAULT_COMPENSATION} (the default) / none; worse = captured heads where "
+             "the default is worse than none.", "",
+             "| pattern | density | recall | " + " | ".join(VARIANTS) + " | cut | worse |",
+             "| --- |" + " --- |" * (len(VARIANTS) + 4)]
+    return "\n".join(lines + summary_table(result["rows"])) + "\n"
 
 
 def _warm_up(pipe, prompt, size, device, guidance):
@@ -199,20 +263,37 @@ def motion_markdown(reports: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_gain(result: dict, row: dict) -> tuple[float, float] | None:
+    """PSNR gain in dB of `row` over the uncompensated row at its density, video by video (same
+    prompt and seed): (mean, standard error of the mean); None without such a row or for itself."""
+    base = next((r for r in result["rows"] if r["compensate"] is False and r["density"] == row["density"]), None)
+    if base is None or base is row or "psnr_videos" not in row:
+        return None
+    gains = [a - b for a, b in zip(row["psnr_videos"], base["psnr_videos"]) if np.isfinite(a) and np.isfinite(b)]
+    if not gains:
+        return None
+    spread = float(np.std(gains, ddof=1)) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
+    return float(np.mean(gains)), spread
+
+
 def markdown(result: dict, model: str, card: str) -> str:
     lines = [f"# Tiny model: dense vs vecdit ({model}, {card})", "",
              f"{len(result['prompts'])} prompts, {result['frames']} frames at {result['size']}x{result['size']}, "
-             f"{result['steps']} steps, CFG {result.get('guidance', 5.0):g}; the same seed per prompt. Dense: {result['dense_seconds']:.1f} s per video.",
+             f"{result['steps']} steps, CFG {result.get('guidance', 5.0):g}; {result.get('seeds', 1)} seed(s) per prompt, the same "
+             f"for dense and sparse. Dense: {result['dense_seconds']:.1f} s per video.",
              "", "Dense, the motion each one-object prompt asks for, read back from the frames (x right, y down; frame sides):",
-             "", "| prompt | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- |"]
+             "", "| prompt | seed | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- | --- |"]
     for m in result["motion"]:
         move = "not found" if m["move"] is None else f"({m['move'][0]:+.2f}, {m['move'][1]:+.2f})"
-        lines.append(f"| {m['prompt']} | {m['seen']:.0%} of frames | {move} | {'yes' if m['ok'] else 'no'} |")
-    lines += ["", "| query order | target density | achieved | PSNR dB | SSIM | motion ok | s per video |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(f"| {m['prompt']} | {m.get('seed', '')} | {m['seen']:.0%} of frames | {move} | {'yes' if m['ok'] else 'no'} |")
+    lines += ["", "PSNR gain: over the uncompensated row at the same density, video by video (mean ± standard error).",
+              "", "| query order | target density | achieved | PSNR dB | PSNR gain dB | SSIM | motion ok | s per video |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
-        lines.append(f"| {r['order']} | {r['density']:g} | {r['achieved_density']:.3f} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['motion_ok']} | {r['seconds']:.1f} |")
+        gain = paired_gain(result, r)
+        gain = "" if gain is None else f"{gain[0]:+.2f} ± {gain[1]:.2f}"
+        lines.append(f"| {r['order']} | {r['density']:g} | {r['achieved_density']:.3f} | {r['psnr']:.2f} | {gain} | "
+                     f"{r['ssim']:.4f} | {r['motion_ok']} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +309,13 @@ def main(argv=None) -> int:
     p.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES), help="vecdit's top-k densities")
     p.add_argument("--compensate", nargs="+", default=["none", "default"], choices=["none", "default", "query", "pooled"],
                    help="the tile-order variants: uncompensated, the default compensation, or a mode")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per prompt (the first is the prompt's index)")
     p.add_argument("--out", default="bench/results/tiny-quality")
     p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
                    help="only the dense motion check: every motion prompt at these seeds, printed as a table")
+    p.add_argument("--attention-error", action="store_true",
+                   help="only the output error of the model's own attention (captured from dense generations of the "
+                        "first --prompts prompts) at --densities, without and with each compensation variant")
     p.add_argument("--guidance", type=float, default=None,
                    help="CFG scale (default: the model's own, its vecdit_tiny.json's generation settings)")
     args = p.parse_args(argv)
@@ -245,6 +330,19 @@ def main(argv=None) -> int:
     preset = trained_tiny_preset(folder)  # its clip size and its own CFG
     size = {"size": preset.height, "frames": preset.frames}
     guidance = args.guidance if args.guidance is not None else preset.guidance
+    card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    if args.attention_error:
+        result = attention_error(pipe, size, args.steps, PROMPTS[: args.prompts], tuple(args.densities), device=device,
+                                 guidance=guidance)
+        os.makedirs(args.out, exist_ok=True)
+        stem = os.path.join(args.out, f"tiny-attention-error-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
+        with open(stem + ".json", "w") as f:
+            json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
+        text = attention_error_markdown(result, os.path.basename(os.path.normpath(folder)), card)
+        with open(stem + ".md", "w") as f:
+            f.write(text)
+        print(text)
+        return 0
     if args.motion_seeds:
         print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, guidance, device)))
         return 0
@@ -252,8 +350,7 @@ def main(argv=None) -> int:
     modes = {"none": False, "default": True, "query": "query", "pooled": "pooled"}
     variants = tuple(("tiles", modes[m]) for m in args.compensate)
     result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], densities=tuple(args.densities), variants=variants,
-                     device=device, strips=strips, guidance=guidance)
-    card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+                     device=device, strips=strips, guidance=guidance, seeds=args.seeds)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
     with open(stem + ".json", "w") as f:

@@ -248,3 +248,53 @@ def test_the_decoder_stage_trains_only_the_decoder_and_its_vae_goes_into_a_dit_r
         more_vae = Trainer(str(tmp_path / "c"), model, TrainConfig(**{**train.__dict__, "vae_steps": 3}), "cpu", init_from=folder)
         assert more_vae.run(max_minutes=5)
         take_decoder(str(tmp_path / "b" / "pipeline"), str(tmp_path / "c" / "pipeline"))
+
+
+def test_paired_gain_compares_each_video_with_its_uncompensated_twin():
+    """`tiny_quality`'s PSNR gain: video by video against the uncompensated row at the same density,
+    mean and standard error; none for the uncompensated row itself or without a twin."""
+    from vecdit.pipelines.tiny_quality import markdown, paired_gain, video_seeds
+
+    assert video_seeds(2, 3) == [2, 1002, 2002] and video_seeds(0, 1) == [0]
+    rows = [{"order": "tiles", "compensate": False, "density": 0.25, "psnr_videos": [10.0, 12.0, 14.0]},
+            {"order": "tiles, compensated", "compensate": True, "density": 0.25, "psnr_videos": [11.0, 15.0, 14.5]},
+            {"order": "tiles, compensated", "compensate": True, "density": 0.1, "psnr_videos": [9.0, 9.0, 9.0]}]
+    result = {"rows": rows}
+    mean, err = paired_gain(result, rows[1])
+    gains = np.array([1.0, 3.0, 0.5])
+    assert abs(mean - gains.mean()) < 1e-12 and abs(err - gains.std(ddof=1) / 3 ** 0.5) < 1e-12
+    assert paired_gain(result, rows[0]) is None and paired_gain(result, rows[2]) is None
+    for r in rows:
+        r.update(psnr=float(np.mean(r["psnr_videos"])), ssim=0.5, achieved_density=r["density"], seconds=1.0,
+                 motion_ok="0/0")
+    text = markdown({**result, "prompts": ["p"], "seeds": 3, "steps": 2, "frames": 9, "size": 64,
+                     "dense_seconds": 1.0, "motion": []}, "m", "cpu")
+    assert f"+{gains.mean():.2f} ± {gains.std(ddof=1) / 3 ** 0.5:.2f}" in text and "3 seed(s) per prompt" in text
+
+
+def test_attention_error_scores_the_captured_attention_with_and_without_compensation():
+    """`tiny_quality --attention-error`: the model's own q, k, v at the capture steps go to the lab;
+    every captured head gets recall and the output error of each compensation variant."""
+    from vecdit.lab.compensation import VARIANTS
+    from vecdit.pipelines.tiny import tiny_wan_pipeline
+    from vecdit.pipelines.tiny_quality import attention_error, attention_error_markdown
+
+    pipe = tiny_wan_pipeline()
+    stock = {name: type(p) for name, p in pipe.transformer.attn_processors.items()}
+    result = attention_error(pipe, {"size": 128, "frames": 9}, steps=2, prompts=("a red circle moving right",),
+                             densities=(0.25, 1.0), capture_steps=(1,))
+    assert {name: type(p) for name, p in pipe.transformer.attn_processors.items()} == stock
+    layers = {r["layer"] for r in result["rows"]}
+    assert len(layers) == len(pipe.transformer.blocks)
+    for r in result["rows"]:
+        errors = r["out_err"]
+        assert set(errors) == set(VARIANTS) and all(np.isfinite(e) and e >= 0 for e in errors.values())
+        if r["target_density"] == 1.0:  # everything kept: dense, nothing to compensate
+            assert r["recall"] > 0.999 and max(errors.values()) < 1e-9
+        else:
+            assert errors["none"] > 0
+    text = attention_error_markdown(result, "tiny", "cpu")
+    assert "| tiles-topk | 0.25 |" in text
+    with pytest.raises(ValueError, match="capture_steps"):
+        attention_error(pipe, {"size": 128, "frames": 9}, steps=2, prompts=("a red circle moving right",),
+                        densities=(0.25,), capture_steps=(5,))
