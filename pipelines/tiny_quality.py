@@ -128,12 +128,12 @@ def plot_quality(result: dict, path: str, strip: str | None = None, labels=()) -
     return True
 
 
+SEED_STRIDE = 1000
+
+
 def video_seeds(index: int, seeds: int) -> list[int]:
     """The seeds of prompt `index`: its index first (the one-seed set), then index + 1000, + 2000, ..."""
     return [index + SEED_STRIDE * j for j in range(seeds)]
-
-
-SEED_STRIDE = 1000
 
 
 def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSITIES, variants=VARIANTS,
@@ -220,7 +220,7 @@ def attention_error(pipe, size: dict, steps: int = 20, prompts=PROMPTS[:2], dens
 
 
 def attention_error_markdown(result: dict, model: str, card: str) -> str:
-    from vecdit.lab.compensation import VARIANTS, summary_table
+    from vecdit.lab.compensation import summary_table
     from vecdit.ops.attention.compensation import DEFAULT_COMPENSATION
 
     heads = len({(r["layer"], r["head"]) for r in result["rows"]})
@@ -230,9 +230,7 @@ def attention_error_markdown(result: dict, model: str, card: str) -> str:
              f"{', '.join(map(str, result['capture_steps']))}, both CFG branches ({heads} layer-heads). Top-k per 4x4x4 query "
              "tile on pooled scores; output error = mean over all query rows of |out - dense| / |dense| (fp64, all keys), "
              f"mean over captures and heads; cut = 1 - {DEFAULT_COMPENSATION} (the default) / none; worse = captured heads where "
-             "the default is worse than none.", "",
-             "| pattern | density | recall | " + " | ".join(VARIANTS) + " | cut | worse |",
-             "| --- |" + " --- |" * (len(VARIANTS) + 4)]
+             "the default is worse than none.", ""]
     return "\n".join(lines + summary_table(result["rows"])) + "\n"
 
 
@@ -331,16 +329,23 @@ def main(argv=None) -> int:
     size = {"size": preset.height, "frames": preset.frames}
     guidance = args.guidance if args.guidance is not None else preset.guidance
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    name = os.path.basename(os.path.normpath(folder))
+
+    def write(kind: str, result: dict, text: str) -> str:
+        """`<out>/tiny-<kind>-<card>-<date>.json` and `.md`; returns the stem."""
+        os.makedirs(args.out, exist_ok=True)
+        stem = os.path.join(args.out, f"tiny-{kind}-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
+        with open(stem + ".json", "w") as f:
+            json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
+        with open(stem + ".md", "w") as f:
+            f.write(text)
+        return stem
+
     if args.attention_error:
         result = attention_error(pipe, size, args.steps, PROMPTS[: args.prompts], tuple(args.densities), device=device,
                                  guidance=guidance)
-        os.makedirs(args.out, exist_ok=True)
-        stem = os.path.join(args.out, f"tiny-attention-error-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
-        with open(stem + ".json", "w") as f:
-            json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
-        text = attention_error_markdown(result, os.path.basename(os.path.normpath(folder)), card)
-        with open(stem + ".md", "w") as f:
-            f.write(text)
+        text = attention_error_markdown(result, name, card)
+        write("attention-error", result, text)
         print(text)
         return 0
     if args.motion_seeds:
@@ -351,12 +356,7 @@ def main(argv=None) -> int:
     variants = tuple(("tiles", modes[m]) for m in args.compensate)
     result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], densities=tuple(args.densities), variants=variants,
                      device=device, strips=strips, guidance=guidance, seeds=args.seeds)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"tiny-quality-{card.lower().replace(' ', '-')}-{datetime.date.today().isoformat()}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"model": folder, "card": card, "dtype": str(dtype).removeprefix("torch."), **result}, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown(result, os.path.basename(os.path.normpath(folder)), card))
+    stem = write("quality", result, markdown(result, name, card))
     # the first prompt: dense, then each variant and density, one row of frames each
     keys = sorted(k for k in strips if k != "dense")
     strip = frame_strip(np.concatenate([strips["dense"]] + [strips[k] for k in keys], axis=1), stem + "-strip.png")

@@ -48,13 +48,11 @@ def markdown(results: dict, card: str) -> str:
         if any("out_err" in r for r in res["per_head"]):
             from vecdit.ops.attention.compensation import DEFAULT_COMPENSATION
 
-            from .compensation import VARIANTS, summary_table
+            from .compensation import summary_table
 
             lines += [f"Output error (mean over sampled query rows of |out - dense| / |dense|, mean over heads) without "
                       "and with the dropped keys' compensation; cut = 1 - default / none (default: `vecdit.ops.attention.compensation.DEFAULT_COMPENSATION`, "
-                      f"{DEFAULT_COMPENSATION}); worse = heads where the default is worse than none:", "",
-                      "| pattern | density | recall | " + " | ".join(VARIANTS) + " | cut | worse |",
-                      "| --- |" + " --- |" * (len(VARIANTS) + 4)]
+                      f"{DEFAULT_COMPENSATION}); worse = heads where the default is worse than none:", ""]
             lines += summary_table(res["per_head"])
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -110,11 +110,13 @@ class OutputError:
 
 
 def summary_table(rows: list[dict], variants=VARIANTS) -> list[str]:
-    """Markdown rows: per pattern and density, the mean output error of each variant, the cut of
-    the product's default mode (`DEFAULT_COMPENSATION`) against none, and the heads it makes worse."""
+    """Markdown table (header included): per pattern and density, the mean output error of each
+    variant, the cut of the product's default mode (`DEFAULT_COMPENSATION`) against none, and the
+    heads it makes worse."""
     from vecdit.ops.attention.compensation import DEFAULT_COMPENSATION as default
 
-    out = []
+    out = ["| pattern | density | recall | " + " | ".join(variants) + " | cut | worse |",
+           "| --- |" + " --- |" * (len(variants) + 4)]
     keys = sorted({(r["pattern"], r["target_density"]) for r in rows if "out_err" in r}, key=lambda x: (x[1], x[0]))
     for pattern, d in keys:
         sel = [r for r in rows if r["pattern"] == pattern and r["target_density"] == d and "out_err" in r]
