@@ -56,6 +56,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                    help=f"select keys every r-th sparse step and reuse the selection in between; {VECDIT_DEFAULT}")
     p.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="attend the selected keys alone (default: the dropped keys are compensated by group means)")
+    p.add_argument("--config", help="a `vecdit calibrate` file: its per-layer densities, tiles and compensation "
+                                    "(the flags above still apply on top)")
     p.add_argument("--random-weights", action="store_true", help="full-size config with random weights (benchmarks)")
     p.add_argument("--ulysses", type=int, default=1, help="context parallelism over N GPUs; launch with torchrun")
 
@@ -68,7 +70,7 @@ def _settings(args):
         steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt, image=args.image,
         threshold=args.threshold, max_density=args.max_density, density=args.density, query_tiles=args.query_tiles,
         dense_steps=args.dense_steps, dense_last_steps=args.dense_last_steps, reuse_interval=args.reuse_interval,
-        random_weights=args.random_weights, ulysses=args.ulysses, compensate=args.compensate)
+        random_weights=args.random_weights, ulysses=args.ulysses, compensate=args.compensate, config=args.config)
 
 
 def cmd_generate(args) -> int:
@@ -154,13 +156,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from vecdit.utils import transformers_of
-    from vecdit.lab.capture import CalibrationProcessor, CurveSink
-
-    from .generate import Generator, atomic_write_json
+    import dataclasses
 
     import torch
 
+    from .calibrate import DENSITY_GRID, calibrate, save_calibration
+    from .generate import Generator
     from .models import check_writable_folder
 
     prompts = list(args.prompt or [])
@@ -169,25 +170,39 @@ def cmd_calibrate(args) -> int:
     if not prompts:
         raise GenerateError("give --prompt (repeatable) or --prompts FILE")
     check_writable_folder(os.path.dirname(os.path.abspath(args.output)), f"--output {args.output!r}")
+    if (args.target is None) == (args.target_density is None):
+        raise GenerateError("give one of --target (a one-step error, e.g. 0.1) and --target-density (a mean density, "
+                            "e.g. 0.25)")
+    if args.target is not None and args.target <= 0:
+        raise GenerateError(f"--target must be a one-step error > 0, got {args.target}")
+    if args.target_density is not None and not min(DENSITY_GRID) <= args.target_density <= 1:
+        raise GenerateError(f"--target-density must lie in [{min(DENSITY_GRID)}, 1], got {args.target_density}")
     settings = _settings(args)
-    settings.attention = "dense"  # the video is computed densely; vecdit only measures
-    gen = Generator(settings)
-    if max(args.capture_steps) >= gen.settings.steps:
-        raise GenerateError(f"--capture-steps must be below --steps ({gen.settings.steps}), got {args.capture_steps}")
-    sink = CurveSink(args.blocks)
-    for model in transformers_of(gen.pipe):
-        model.set_attn_processor(CalibrationProcessor(sink, args.capture_steps))
+    settings.attention = "vec"
+    gen = Generator(settings)  # validates the model and sizes, loads the pipeline with vecdit on
+    base = dataclasses.replace(gen.config, collect_stats=False)
+    vecdit_disable(gen.pipe)  # calibrate captures dense generations and installs vecdit per replay
     s = gen.settings
-    for i, prompt in enumerate(prompts):
-        gen.pipe(prompt, height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
-                 guidance_scale=s.guidance, output_type="latent",
-                 generator=torch.Generator(gen.device).manual_seed(args.seed + i))
-    result = sink.solve(args.target_density)
-    result.update(model=gen.name, prompts=prompts, capture_steps=args.capture_steps, steps=s.steps)
-    atomic_write_json(args.output, result)
-    print(json.dumps({k: result[k] for k in ("density", "recall", "target_density")}))
-    print(f"wrote {args.output}: load with VecAttnConfig.from_calibration({args.output!r})", file=sys.stderr)
+    if max(args.capture_steps) >= s.steps or min(args.capture_steps) < 0:
+        raise GenerateError(f"--capture-steps must lie in [0, --steps={s.steps}), got {args.capture_steps}")
+    call = {k: v for k, v in gen._call_kwargs(None, None).items() if k != "generator"}
+    result = calibrate(gen.pipe, prompts, base, target_error=args.target, target_density=args.target_density,
+                       call_kwargs=call, seeds=[args.seed], capture_steps=args.capture_steps, estimate=args.estimate,
+                       gain_group=args.gain_group)
+    device = torch.cuda.get_device_name() if gen.device.startswith("cuda") else "cpu"
+    save_calibration(result, args.output, model=gen.name, prompts=prompts, capture_steps=args.capture_steps,
+                     steps=s.steps, device=device)
+    print(json.dumps({k: result[k] for k in ("one_step_error", "mean_density", "predicted_error", "seconds")}))
+    print(f"wrote {args.output}: vecdit generate --config {args.output} (or VecAttnConfig.from_calibration)",
+          file=sys.stderr)
     return 0
+
+
+def vecdit_disable(pipe) -> None:
+    import vecdit
+
+    if vecdit.is_enabled(pipe):
+        vecdit.disable(pipe)
 
 
 def cmd_compare(args) -> int:
@@ -229,15 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sample i of every prompt uses seed + i")
     s.add_argument("--out", required=True, help="folder of the videos, their sidecars and manifest.json")
     s.set_defaults(func=cmd_sample)
-    k = command("calibrate", help="per-(layer, head) thresholds for a target density, from a real run")
+    k = command("calibrate", help="per-layer densities for this model, chosen by its one-step error")
     _add_generation_args(k)
     k.add_argument("--prompt", action="append", help="a prompt to measure on; repeatable")
     k.add_argument("--prompts", help="a text file, one prompt per line")
-    k.add_argument("--capture-steps", type=int, nargs="+", default=[5], help="0-based denoising steps to measure")
-    k.add_argument("--target-density", type=float, default=0.4, help="fraction of keys the thresholds should keep")
-    k.add_argument("--blocks", type=int, default=16, help="sampled 64-query blocks per head and capture")
-    k.add_argument("--seed", type=int, default=0, help="random seed of prompt i is seed + i")
-    k.add_argument("--output", default="vecdit-thresholds.json", help="the thresholds, as JSON")
+    target = k.add_mutually_exclusive_group()
+    target.add_argument("--target", type=float, help="the one-step error to reach with the least mean density (e.g. 0.1)")
+    target.add_argument("--target-density", type=float, help="the mean density at which to reach the least error")
+    k.add_argument("--capture-steps", type=int, nargs="+", default=[4, 10, 16], help="0-based denoising steps measured")
+    k.add_argument("--estimate", default="grouped", choices=["grouped", "exact", "local"],
+                   help="each layer's error per density: attention error x a gain measured per --gain-group layers, "
+                        "one layer sparse at a time, or the attention error alone")
+    k.add_argument("--gain-group", type=int, default=1, help="layers sparse at once when measuring the gains")
+    k.add_argument("--seed", type=int, default=0, help="random seed of the dense generations")
+    k.add_argument("--output", default="vecdit-calibration.json", help="the config, with its measured error, as JSON")
     k.set_defaults(func=cmd_calibrate)
     c = command("compare", help="PSNR / SSIM (/ LPIPS) of videos paired by name")
     c.add_argument("dir_a", metavar="DIR_A", help="folder of reference videos (e.g. dense)")

@@ -41,6 +41,7 @@ class GenerateSettings:
     random_weights: bool = False
     ulysses: int = 1  # diffusers context parallelism over this many processes (launched by torchrun)
     compensate: bool = True  # False: the selected keys alone (--no-compensate)
+    config: str | None = None  # a `vecdit calibrate` file: the base config in place of the preset
     fps: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -55,13 +56,18 @@ def attention_config(family: str, s: GenerateSettings, preset_density: float | N
         base = replace(base, density=preset_density)
     if preset_tiles is not None:
         base = replace(base, query_tiles=preset_tiles)
+    if s.config is not None:  # a calibration replaces the preset
+        try:
+            base = VecAttnConfig.from_calibration(s.config)
+        except ValueError as e:
+            raise GenerateError(f"--config: {e}") from None
     overrides = dict(collect_stats=True)
     if s.max_density is not None and s.threshold is None:
         raise GenerateError("--max-density caps the min-p rule: give it with --threshold (the top-k rule takes --density)")
     if s.threshold is not None:  # the min-p rule replaces the preset's top-k density
-        overrides.update(threshold=s.threshold, density=None, max_density=s.max_density)
+        overrides.update(threshold=s.threshold, density=None, max_density=s.max_density, layer_density=None)
     if s.density is not None:
-        overrides.update(density=s.density, threshold=None, max_density=None)
+        overrides.update(density=s.density, threshold=None, max_density=None, layer_density=None)
     if s.query_tiles is not None:
         overrides["query_tiles"] = parse_tiles(s.query_tiles)
     for flag in ("dense_steps", "dense_last_steps"):  # a count, or a fraction < 1

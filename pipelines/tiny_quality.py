@@ -4,7 +4,7 @@ and query order, with the achieved density and time (the end-to-end quality chec
 trained model; on the random tiny model it only exercises the path).
 
     python -m vecdit.pipelines.tiny_quality --out bench/results   # the packaged tiny model (or a --model folder)
-    python -m vecdit.pipelines.tiny_quality --motion-seeds 0 1 2   # only: does it move as captioned (dense)
+    python -m vecdit.pipelines.tiny_quality --motion-seeds 0 1 2   # only: does it move and keep its shape as captioned (dense)
     python -m vecdit.pipelines.tiny_quality --attention-error --prompts 2   # only: its attention's output error
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import vecdit
 from vecdit.config import VecAttnConfig
 from vecdit.samples.compare import psnr, ssim
 
-from .tiny_data import MOTIONS, color_centroid, parse_caption
+from .tiny_data import MOTIONS, circularity, color_centroid, color_mask, components, parse_caption, perimeter
 
 # one object each, moving along an axis: what `motion_check` reads back from the frames
 MOTION_PROMPTS = (
@@ -84,6 +84,80 @@ def motion_check(frames: np.ndarray, prompt: str, min_move: float = 0.15, min_se
     return report
 
 
+def shape_of(frames: np.ndarray, color: str, connectivity: int = 8, min_seen: float = 0.002) -> dict:
+    """Per frame, the `color` object as `color_mask` finds it: its pixels (`area`), the share of them
+    in the largest `connectivity`-connected region (`piece`; 0 where the colour is not seen: under
+    `min_seen` of the frame, as in `color_centroid`) and that region's `circularity` (None unseen)."""
+    mask = color_mask(frames, color)
+    count, pixels = len(frames), mask[0].size
+    labels = components(mask, connectivity).reshape(count, pixels)
+    area = mask.reshape(count, pixels).sum(1)
+    sizes = np.bincount(labels[labels >= 0], minlength=count * pixels).reshape(count, pixels)
+    largest, root = sizes.max(1), sizes.argmax(1)
+    seen = area >= min_seen * pixels
+    piece = np.where(seen, largest / np.maximum(area, 1), 0.0)
+    region = labels == (root + np.arange(count) * pixels)[:, None]
+    rounds = circularity(largest, perimeter(region.reshape(mask.shape)))
+    return {"area": area.tolist(), "piece": piece.tolist(),
+            "circularity": [float(c) if s else None for c, s in zip(rounds, seen)]}
+
+
+def shape_check(frames: np.ndarray, prompt: str, min_piece: float = 0.9, min_round: float = 0.7,
+                max_spread: float = 0.3) -> dict:
+    """Does a one-object `prompt`'s video keep its object whole, round (circles) and of one size,
+    read back from the frames (`shape_of`): in every frame the largest connected region of the
+    caption's colour holds at least `min_piece` of its pixels (`piece`: the worst frame's share);
+    for a circle the circularity of that region, averaged over the frames where the colour is seen,
+    is at least `min_round` (a drawn disk reads 1.0, a square 0.8, a triangle 0.63); that region's
+    area over the frames varies by at most `max_spread` of its mean ((largest - smallest) / mean,
+    `size_spread`; so a split reads as a change of size too, as in the issue's numbers). `round` is
+    None for other shapes; `shape_ok` all of them."""
+    (obj,) = parse_caption(prompt)["objects"]
+    shape = shape_of(frames, obj.color)
+    area = np.array(shape["area"], dtype=np.float64) * np.array(shape["piece"])  # the largest region's
+    rounds = [c for c in shape["circularity"] if c is not None]
+    report = {"prompt": prompt, "piece": float(min(shape["piece"])),
+              "piece_frame": int(np.argmin(shape["piece"])),
+              "circularity": float(np.mean(rounds)) if rounds else None,
+              "size_spread": float((area.max() - area.min()) / area.mean()) if area.mean() > 0 else float("inf")}
+    report["one_piece"] = report["piece"] >= min_piece
+    rounded = report["circularity"] is not None and report["circularity"] >= min_round
+    report["round"] = rounded if obj.shape == "circle" else None
+    report["stable"] = report["size_spread"] <= max_spread
+    report["shape_ok"] = report["one_piece"] and report["round"] is not False and report["stable"]
+    return report
+
+
+def video_check(frames: np.ndarray, prompt: str) -> dict:
+    """`motion_check` (its `ok`) and `shape_check` of one one-object video, in one report."""
+    return {**motion_check(frames, prompt), **shape_check(frames, prompt)}
+
+
+# the checks counted per video (`check_counts`, `checks_lost`): report key, what passing means
+CHECKS = (("ok", "motion as captioned"), ("one_piece", "one piece in every frame"), ("round", "circles round"),
+          ("stable", "a stable size"))
+# the issue's bar compares these three (dense against vecdit); the size is shown beside them
+COMPARED = ("ok", "one_piece", "round")
+
+
+def check_counts(reports: list[dict]) -> dict:
+    """Per check (`CHECKS`): (videos passing, videos checked); `round` only counts circles."""
+    return {key: (sum(r[key] is True for r in reports), sum(r.get(key) is not None for r in reports))
+            for key, _ in CHECKS}
+
+
+def counts_line(reports: list[dict]) -> str:
+    """"motion as captioned in 9 of 12, one piece in every frame in 3 of 12, ..." """
+    counts = check_counts(reports)
+    return ", ".join(f"{text} in {counts[key][0]} of {counts[key][1]}" for key, text in CHECKS)
+
+
+def checks_lost(dense: list[dict], sparse: list[dict]) -> int:
+    """How many of the `COMPARED` checks a dense video passes and its sparse twin (same prompt and
+    seed, same order) fails."""
+    return sum(d[key] is True and s[key] is not True for d, s in zip(dense, sparse) for key in COMPARED)
+
+
 def frame_strip(frames: np.ndarray, path: str, count: int = 5) -> str:
     """`count` evenly spaced frames side by side, as a PNG (the README's strip)."""
     from PIL import Image
@@ -140,8 +214,10 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
             device: str = "cpu", strips: dict | None = None, guidance: float = 5.0, seeds: int = 1) -> dict:
     """Per (query order, compensate) variant and density: mean PSNR / SSIM against the dense
     generation of each prompt (same seed; `seeds` seeds per prompt, `video_seeds`), achieved density,
-    seconds and how many one-object videos pass `motion_check`; the dense seconds and the dense
-    videos' motion checks beside them. Each row keeps its videos' PSNRs (`psnr_videos`, prompt-major)
+    seconds and how many one-object videos pass each of `motion_check` and `shape_check`'s one piece
+    and round (`motion_ok`, `one_piece_ok`, `round_ok`) and how many checks the dense twin passes that
+    they fail (`checks_lost`); the dense seconds and the dense videos' checks (`motion`) beside them.
+    Each row keeps its videos' PSNRs (`psnr_videos`, prompt-major)
     for paired comparisons (`paired_gain`). `strips`, if given, receives the first prompt's frames per
     (label, density) and "dense"."""
     pipe.set_progress_bar_config(disable=True)
@@ -151,7 +227,7 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
     for prompt, seed in videos:
         dense[prompt, seed], seconds = _generate(pipe, prompt, seed, size, steps, device, guidance)
         dense_s.append(seconds)
-    motion = [{"seed": s, **motion_check(dense[p, s], p)} for p, s in videos if p in MOTION_PROMPTS]
+    motion = [{"seed": s, **video_check(dense[p, s], p)} for p, s in videos if p in MOTION_PROMPTS]
     rows = []
     for order, compensate in variants:
         label = variant_label(order, compensate)
@@ -163,7 +239,7 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
             for i, (prompt, seed) in enumerate(videos):
                 frames, seconds = _generate(pipe, prompt, seed, size, steps, device, guidance)
                 if prompt in MOTION_PROMPTS:
-                    moves.append(motion_check(frames, prompt)["ok"])
+                    moves.append(video_check(frames, prompt))
                 if strips is not None and i == 0:
                     strips[(label, density)] = frames
                 records = vecdit.stats(pipe)["records"]
@@ -171,12 +247,15 @@ def quality(pipe, size: dict, steps: int = 20, prompts=PROMPTS, densities=DENSIT
                 scores.append((psnr(frames, dense[prompt, seed]), ssim(frames, dense[prompt, seed]), achieved, seconds))
             vecdit.disable(pipe)
             finite = [s[0] for s in scores if np.isfinite(s[0])]
+            counts = check_counts(moves)
             rows.append({"order": label, "compensate": compensate, "density": density,
                          "psnr": sum(finite) / len(finite) if finite else float("inf"),
                          "ssim": sum(s[1] for s in scores) / len(scores),
                          "achieved_density": sum(s[2] for s in scores if s[2] is not None) / len(scores),
                          "seconds": sum(s[3] for s in scores) / len(scores),
-                         "motion_ok": f"{sum(moves)}/{len(moves)}", "psnr_videos": [s[0] for s in scores]})
+                         "motion_ok": "{}/{}".format(*counts["ok"]), "one_piece_ok": "{}/{}".format(*counts["one_piece"]),
+                         "round_ok": "{}/{}".format(*counts["round"]), "checks_lost": checks_lost(motion, moves),
+                         "psnr_videos": [s[0] for s in scores]})
     if strips is not None:
         strips["dense"] = dense[videos[0]]
     return {"prompts": list(prompts), "seeds": seeds, "steps": steps, "guidance": guidance, **size,
@@ -234,6 +313,78 @@ def attention_error_markdown(result: dict, model: str, card: str) -> str:
     return "\n".join(lines + summary_table(result["rows"])) + "\n"
 
 
+COMPENSATIONS = {"none": False, "default": True, "query": "query", "pooled": "pooled", "dropped": "dropped"}
+
+
+def one_step(pipe, size: dict, steps: int = 20, prompts=PROMPTS, seeds: int = 2, densities=DENSITIES,
+             compensations=("none", "pooled", "default"), capture_steps=CAPTURE_STEPS, guidance: float = 5.0,
+             layers: bool = False, configs=(), query_tiles=(4, 4, 4), one=None) -> dict:
+    """The model-level error (`vecdit.pipelines.one_step`): dense generations of `prompts` at `seeds`
+    seeds each (`video_seeds`), the transformer's inputs at `capture_steps` (both CFG branches);
+    from each, one forward per configuration. Rows: (compensation, density) on `query_tiles`, then
+    each of `configs` (name -> VecAttnConfig, e.g. calibrated per-layer densities); `layers` adds
+    each layer's error with it alone sparse."""
+    from .one_step import OneStep
+
+    t0 = time.perf_counter()
+    if one is None:
+        kwargs = dict(height=size["size"], width=size["size"], num_frames=size["frames"], num_inference_steps=steps,
+                      guidance_scale=guidance)
+        runs = [(i, seed) for i in range(len(prompts)) for seed in video_seeds(i, seeds)]
+        one = OneStep.capture(pipe, list(prompts), capture_steps=capture_steps, call_kwargs=kwargs, runs=runs)
+    capture_s = time.perf_counter() - t0
+    rows = []
+
+    def row(name, compensation, density, config):
+        t = time.perf_counter()
+        e = one.error(config)
+        r = {"variant": name, "compensate": compensation, "density": density,
+             "mean_density": config.mean_density(), "error": e["error"],
+             "by_step": {str(k): v for k, v in e["by_step"].items()}, "seconds": time.perf_counter() - t}
+        if layers:
+            r["layers"] = one.layer_errors(config)
+        rows.append(r)
+        print(f"{name} {density}: {e['error']:.4f}", file=sys.stderr, flush=True)
+
+    for comp in compensations:
+        for d in densities:
+            row(comp, comp, d, VecAttnConfig(density=d, query_tiles=query_tiles, compensate=COMPENSATIONS[comp]))
+    for name, config in dict(configs).items():
+        row(name, config.compensate, None, config)
+    return {"prompts": list(prompts), "seeds": seeds, "steps": steps, "capture_steps": list(capture_steps),
+            "guidance": guidance, **size, "query_tiles": list(query_tiles), "forwards": len(one.forwards),
+            "capture_seconds": capture_s, "rows": rows}
+
+
+def one_step_markdown(result: dict, model: str, card: str) -> str:
+    steps = [str(s) for s in result["capture_steps"]]
+    lines = [f"# Tiny model: one-step error against dense ({model}, {card})", "",
+             f"{len(result['prompts'])} prompts x {result['seeds']} seeds, dense {result['steps']}-step generations "
+             f"({result['frames']} frames at {result['size']}x{result['size']}, CFG {result['guidance']:g}); the "
+             f"transformer's inputs at steps {', '.join(steps)}, both CFG branches ({result['forwards']} forwards). From "
+             "each, one forward with vecdit sparse from that call (top-k on "
+             f"{'x'.join(map(str, result['query_tiles']))} query tiles unless the row says otherwise): error = "
+             "|prediction - dense prediction| / |dense prediction|, mean over the forwards. Deterministic.", "",
+             "| variant | density | mean density | one-step error | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in steps) + " |"]
+    for r in result["rows"]:
+        density = "per layer" if r["density"] is None else f"{r['density']:g}"
+        lines.append(f"| {r['variant']} | {density} | {r['mean_density']:.3f} | {r['error']:.4f} | "
+                     + " | ".join(f"{r['by_step'][s]:.4f}" for s in steps) + " |")
+    with_layers = [r for r in result["rows"] if "layers" in r]
+    if with_layers:
+        count = len(with_layers[0]["layers"])
+        lines += ["", "One layer sparse at a time (the others dense), one-step error:", "",
+                  "| variant | density | " + " | ".join(f"layer {i}" for i in range(count)) + " | quadrature sum |",
+                  "| --- | --- | " + " | ".join("---" for _ in range(count)) + " | --- |"]
+        for r in with_layers:
+            density = "per layer" if r["density"] is None else f"{r['density']:g}"
+            total = sum(e * e for e in r["layers"]) ** 0.5
+            lines.append(f"| {r['variant']} | {density} | " + " | ".join(f"{e:.3f}" for e in r["layers"])
+                         + f" | {total:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _warm_up(pipe, prompt, size, device, guidance):
     """On a GPU, one short untimed generation first: the kernels' JIT compile stays out of the seconds."""
     if torch.device(device).type == "cuda":
@@ -241,23 +392,34 @@ def _warm_up(pipe, prompt, size, device, guidance):
 
 
 def motion_sweep(pipe, size: dict, seeds, steps: int = 20, guidance: float = 5.0, device: str = "cpu") -> list[dict]:
-    """Dense generations of every motion prompt at each seed, read back by `motion_check`: how a
-    trained model's motion is tracked from one version to the next (one seed is too noisy)."""
+    """Dense generations of every motion prompt at each seed, read back by `motion_check` and
+    `shape_check`: how a trained model's motion and shapes are tracked from one version to the next
+    (one seed is too noisy)."""
     pipe.set_progress_bar_config(disable=True)
     reports = []
     for prompt in MOTION_PROMPTS:
         for seed in seeds:
             frames, _ = _generate(pipe, prompt, seed, size, steps, device, guidance)
-            reports.append({"seed": seed, **motion_check(frames, prompt)})
+            reports.append({"seed": seed, **video_check(frames, prompt)})
     return reports
 
 
+def _verdict(value: float | None, ok: bool | None) -> str:
+    number = "not found" if value is None else "inf" if not np.isfinite(value) else f"{value:.2f}"
+    return number if ok is None else f"{number}, {'yes' if ok else 'no'}"
+
+
 def motion_markdown(reports: list[dict]) -> str:
-    lines = ["| prompt | seed | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- | --- |"]
+    """One row per video: `motion_check` and `shape_check` (one piece: the worst frame's share in
+    the largest region; circularity judged for circles only), then the counts of each check."""
+    lines = ["| prompt | seed | colour seen in | move (x, y) | motion ok | one piece (worst frame) | circularity | "
+             "size spread |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in reports:
         move = "not found" if r["move"] is None else f"({r['move'][0]:+.2f}, {r['move'][1]:+.2f})"
-        lines.append(f"| {r['prompt']} | {r['seed']} | {r['seen']:.0%} | {move} | {'yes' if r['ok'] else 'no'} |")
-    lines.append(f"\n{sum(r['ok'] for r in reports)} of {len(reports)} pass `motion_check`.")
+        lines.append(f"| {r['prompt']} | {r['seed']} | {r['seen']:.0%} | {move} | {'yes' if r['ok'] else 'no'} | "
+                     f"{_verdict(r['piece'], r['one_piece'])} (frame {r['piece_frame']}) | "
+                     f"{_verdict(r['circularity'], r['round'])} | {_verdict(r['size_spread'], r['stable'])} |")
+    lines.append(f"\n{counts_line(reports)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -279,19 +441,21 @@ def markdown(result: dict, model: str, card: str) -> str:
              f"{len(result['prompts'])} prompts, {result['frames']} frames at {result['size']}x{result['size']}, "
              f"{result['steps']} steps, CFG {result.get('guidance', 5.0):g}; {result.get('seeds', 1)} seed(s) per prompt, the same "
              f"for dense and sparse. Dense: {result['dense_seconds']:.1f} s per video.",
-             "", "Dense, the motion each one-object prompt asks for, read back from the frames (x right, y down; frame sides):",
-             "", "| prompt | seed | colour seen in | move (x, y) | ok |", "| --- | --- | --- | --- | --- |"]
-    for m in result["motion"]:
-        move = "not found" if m["move"] is None else f"({m['move'][0]:+.2f}, {m['move'][1]:+.2f})"
-        lines.append(f"| {m['prompt']} | {m.get('seed', '')} | {m['seen']:.0%} of frames | {move} | {'yes' if m['ok'] else 'no'} |")
-    lines += ["", "PSNR gain: over the uncompensated row at the same density, video by video (mean ± standard error).",
-              "", "| query order | target density | achieved | PSNR dB | PSNR gain dB | SSIM | motion ok | s per video |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "Dense, the motion and shape each one-object prompt asks for, read back from the frames (x right, y down; "
+             "frame sides; `motion_check`, `shape_check`):", "", motion_markdown(result["motion"]).rstrip()]
+    dense = {key: "{}/{}".format(*n) for key, n in check_counts(result["motion"]).items()}
+    lines += ["", "PSNR gain: over the uncompensated row at the same density, video by video (mean ± standard error). "
+              "Lost: checks (motion, one piece, round) a dense video passes and its vecdit twin fails.",
+              "", "| query order | target density | achieved | PSNR dB | PSNR gain dB | SSIM | motion ok | one piece | "
+              "round | lost vs dense | s per video |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+              f"| dense | 1 | 1 | | | | {dense['ok']} | {dense['one_piece']} | {dense['round']} | | "
+              f"{result['dense_seconds']:.1f} |"]
     for r in result["rows"]:
         gain = paired_gain(result, r)
         gain = "" if gain is None else f"{gain[0]:+.2f} ± {gain[1]:.2f}"
         lines.append(f"| {r['order']} | {r['density']:g} | {r['achieved_density']:.3f} | {r['psnr']:.2f} | {gain} | "
-                     f"{r['ssim']:.4f} | {r['motion_ok']} | {r['seconds']:.1f} |")
+                     f"{r['ssim']:.4f} | {r['motion_ok']} | {r.get('one_piece_ok', '')} | {r.get('round_ok', '')} | "
+                     f"{r.get('checks_lost', '')} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -305,8 +469,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N prompts of the set")
     p.add_argument("--densities", nargs="+", type=float, default=list(DENSITIES), help="vecdit's top-k densities")
-    p.add_argument("--compensate", nargs="+", default=["none", "default"], choices=["none", "default", "query", "pooled"],
-                   help="the tile-order variants: uncompensated, the default compensation, or a mode")
+    p.add_argument("--compensate", nargs="+", default=None, choices=list(COMPENSATIONS),
+                   help="the tile-order variants: uncompensated, the default compensation, or a mode (default: none "
+                        "default; with --one-step: none pooled default)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per prompt (the first is the prompt's index)")
     p.add_argument("--out", default="bench/results/tiny-quality")
     p.add_argument("--motion-seeds", type=int, nargs="+", metavar="SEED",
@@ -314,6 +479,12 @@ def main(argv=None) -> int:
     p.add_argument("--attention-error", action="store_true",
                    help="only the output error of the model's own attention (captured from dense generations of the "
                         "first --prompts prompts) at --densities, without and with each compensation variant")
+    p.add_argument("--one-step", action="store_true",
+                   help="only the model-level error: from dense trajectories' latents at steps 4/10/16 (--seeds seeds "
+                        "per prompt), one forward per --compensate x --densities and per --config, against dense")
+    p.add_argument("--layers", action="store_true", help="with --one-step: also each layer alone sparse")
+    p.add_argument("--config", nargs="+", default=[], metavar="FILE",
+                   help="with --one-step: also rows for these `vecdit calibrate` files")
     p.add_argument("--guidance", type=float, default=None,
                    help="CFG scale (default: the model's own, its vecdit_tiny.json's generation settings)")
     args = p.parse_args(argv)
@@ -348,12 +519,20 @@ def main(argv=None) -> int:
         write("attention-error", result, text)
         print(text)
         return 0
+    if args.one_step:
+        configs = {os.path.basename(path): VecAttnConfig.from_calibration(path) for path in args.config}
+        result = one_step(pipe, size, args.steps, PROMPTS[: args.prompts], args.seeds, tuple(args.densities),
+                          tuple(args.compensate or ("none", "pooled", "default")), guidance=guidance, layers=args.layers,
+                          configs=configs)
+        text = one_step_markdown(result, name, card)
+        write("one-step", result, text)
+        print(text)
+        return 0
     if args.motion_seeds:
         print(motion_markdown(motion_sweep(pipe, size, args.motion_seeds, args.steps, guidance, device)))
         return 0
     strips = {}
-    modes = {"none": False, "default": True, "query": "query", "pooled": "pooled"}
-    variants = tuple(("tiles", modes[m]) for m in args.compensate)
+    variants = tuple(("tiles", COMPENSATIONS[m]) for m in (args.compensate or ("none", "default")))
     result = quality(pipe, size, args.steps, PROMPTS[: args.prompts], densities=tuple(args.densities), variants=variants,
                      device=device, strips=strips, guidance=guidance, seeds=args.seeds)
     stem = write("quality", result, markdown(result, name, card))

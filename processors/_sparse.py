@@ -105,7 +105,7 @@ class SparseAttention:
         t0 = timer.mark() if timer else None
         # the dense fallback exists where the kernel runs: there cuDNN/flash dense is faster
         kernel = kernel_applies(q)
-        if kernel and cfg.rule == "topk" and cfg.budget() > cfg.dense_fallback_density:
+        if kernel and cfg.rule == "topk" and self._budget(call) > cfg.dense_fallback_density:
             # the budget keeps nearly everything, and nothing is selected
             out = self._dense(q, k, v)
             if collect:
@@ -143,11 +143,16 @@ class SparseAttention:
             return cached.expand()
         keep = kept is not None and state.keep
         selection, bits = select_vectors(q, k[:, :n_select], self._threshold(q, call), keep_bitmask=keep,
-                                         mode=cfg.selection_mode, max_density=cfg.budget(),
+                                         mode=cfg.selection_mode, max_density=self._budget(call),
                                          min_columns=cfg.min_columns, query_tiles=tiles)
         if keep:
             kept[hook.t.branch] = bits
         return selection
+
+    def _budget(self, call: SparseCall) -> float | None:
+        """The top-k density (or min-p cap) of this call's layer: its `layer_density` entry, else the config's."""
+        density = call.state.density if call.state is not None else None
+        return density if density is not None else self.config.budget()
 
     def _threshold(self, q, call: SparseCall):
         """The min-p threshold of q's heads: the layer's row of a per-layer table (a tensor on its

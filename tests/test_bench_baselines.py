@@ -89,3 +89,30 @@ def test_sage_backend_without_sageattention_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(sage, "available", lambda: False)
     with pytest.raises(RuntimeError, match="build_peers.py sage"):
         sage.use_in_diffusers()
+
+
+def test_sage_backend_takes_hunyuanvideo15s_square_padding_mask(fake_sage, monkeypatch):
+    # HunyuanVideo-1.5's processor passes the outer product of its key-padding mask, [B, 1, S, S], valid tokens first
+    from diffusers.models import attention_dispatch as dispatch
+
+    registry, name = dispatch._AttentionBackendRegistry, dispatch.AttentionBackendName.SAGE
+    for table in (registry._backends, registry._supported_arg_names, registry._constraints):
+        monkeypatch.setitem(table, name, table[name])
+    monkeypatch.setattr(sage, "available", lambda: True)
+    monkeypatch.setitem(sage.FALLBACKS, "sdpa_calls", 0)
+    sage.use_in_diffusers()
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 40, 2, 16, generator=g) for _ in range(3))
+    valid = torch.ones(40, dtype=torch.bool)
+    valid[31:] = False
+    square = (valid[None, :] & valid[:, None]).view(1, 1, 40, 40)
+    out = dispatch.dispatch_attention_fn(q, k, v, attn_mask=square, backend=name)
+    ref = _sdpa_nhd(q, k, v, mask=square)
+    torch.testing.assert_close(out[:, :31], ref[:, :31], rtol=1e-5, atol=1e-5)  # the padded rows are never read
+    assert fake_sage == [31] and sage.FALLBACKS["sdpa_calls"] == 0
+    broken = square.clone()
+    broken[0, 0, 5, 3] = False  # not an outer product: PyTorch's SDPA, counted
+    out = dispatch.dispatch_attention_fn(q, k, v, attn_mask=broken, backend=name)
+    torch.testing.assert_close(out, _sdpa_nhd(q, k, v, mask=broken), rtol=1e-5, atol=1e-5)
+    assert fake_sage == [31] and sage.FALLBACKS["sdpa_calls"] == 1

@@ -97,3 +97,19 @@ def test_collect_stats_compiles_to_one_graph_per_phase():
     assert [(r["step"], r["layer"]) for r in records] == [(step, layer) for step in (1, 2, 3) for layer in range(3)]
     assert all(r["head_density"] == e["head_density"] for r, e in zip(records, eager))
     assert all(r["selection_ms"] is None for r in records) and all(e["selection_ms"] >= 0 for e in eager)
+
+
+def test_dropped_compensation_compiles_like_eager():
+    """compensate="dropped" on HunyuanVideo (text keys after the scored ones): the weight table, the
+    kernel's correction and its epilogue merge inside the custom op, so the blocks still trace
+    whole and give the eager output at every kind of step."""
+    config = VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=2, compensate="dropped")
+    eager = denoise(*build("hunyuan", config))
+    model, inputs = build("hunyuan", config)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+    compiled = denoise(model, inputs)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
+    assert sum(counters["graph_break"].values()) == 0
+    torch._dynamo.reset()

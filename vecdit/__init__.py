@@ -18,6 +18,8 @@ _EXPORTS = {
     # the processors import diffusers' model code
     "VecAttnProcessor": "processors", "ModelFamily": "processors", "register_family": "processors",
     "unregister_family": "processors",
+    # the model-level calibration runs pipelines
+    "calibrate": "pipelines.calibrate",
 }
 # presets come from the model families, registered when `vecdit.processors` is imported
 _NEED_FAMILIES = ("PRESETS", "VecAttnConfig")
@@ -42,7 +44,8 @@ def __dir__():
 
 
 __all__ = [
-    "ModelFamily", "PRESETS", "VecAttnConfig", "VecAttnProcessor", "VectorSelection", "apply_vec_sparse", "disable",
+    "ModelFamily", "PRESETS", "VecAttnConfig", "VecAttnProcessor", "VectorSelection", "apply_vec_sparse", "calibrate",
+    "disable",
     "enable", "is_enabled", "quantize_fp8", "register_family", "remove_vec_sparse", "stats", "unregister_family",
     "vector_selection", "vector_sparse_attention", "__version__",
 ]

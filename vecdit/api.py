@@ -174,14 +174,14 @@ def stats(pipe) -> dict:
             continue
         hooks.append(hook)
         hook.record_stats()  # a forward that has not been recorded yet (a one-liner's first)
-        target = hook.config.budget() if hook.config.rule == "topk" else None
+        topk = hook.config.rule == "topk"
         tracker = hook.t if hook.t.history else hook.last
         history += tracker.history
         for r in tracker.stats:
             events = r.events or (None,) * 3  # compiled blocks record no times
             records.append({
                 "model": index, "step": r.step, "branch": r.branch, "layer": r.layer, "phase": r.phase,
-                "target": target, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
+                "target": hook.config.density_of(r.layer) if topk and r.layer is not None else None, "head_density": r.head_density.tolist(), "density": float(r.head_density.mean()),
                 "selection_ms": Timer.elapsed_ms(*events[:2]), "attention_ms": Timer.elapsed_ms(*events[1:]),
             })
     if not records:

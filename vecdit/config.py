@@ -46,6 +46,10 @@ class VecAttnConfig:
         dense_last_steps (`int` or `float`, defaults to 0): denoising steps run dense at the end (a
             count, or a fraction of the pipeline's steps); the last steps set fine detail.
         dense_layers (`tuple[int]`, defaults to ()): sparse-capable layers kept dense.
+        layer_density (`tuple[float]`, *optional*): top-k rule: one density per sparse-capable layer,
+            in model order (as the `threshold` table indexes them), in place of `density`; 1.0 keeps
+            the layer dense. `vecdit calibrate` writes one, allocated by each layer's measured share of
+            the model's one-step error. Each distinct value is a compiled graph of its own.
         reuse_interval (`int`, defaults to 1): select every r-th sparse step and reuse the selection
             in between (r = 1 selects every step). Larger is faster and drifts more.
         selection_mode (`str`, defaults to `"exact"`): `"exact"` or the original `"running"` max.
@@ -59,8 +63,9 @@ class VecAttnConfig:
             transformer; layers past the budget recompute their selection (see README, "Bounded reuse").
         compensate (`bool` or `str`, defaults to True): the keys a query block drops still weigh in
             the softmax, each group of 64 keys by its dropped count, mean key and mean value
-            (`vecdit.ops.attention.compensation`); True is the default mode, `"query"` / `"pooled"` choose
-            (scores per query row / per query tile). False attends the selected keys alone.
+            (`vecdit.ops.attention.compensation`); True is the default mode, `"query"` / `"pooled"` /
+            `"dropped"` choose (scores per query row / per query tile / per query tile with the dropped
+            keys' own values). False attends the selected keys alone.
         collect_stats (`bool`, defaults to False): record density and selection/attention time per
             step, layer and head (CUDA events, read only by `vecdit.stats`; no host sync per call).
             Compiled blocks record the density only (no times), in one graph for all layers.
@@ -77,6 +82,7 @@ class VecAttnConfig:
     dense_steps: int | float = 0.06
     dense_last_steps: int | float = 0
     dense_layers: tuple[int, ...] = ()
+    layer_density: tuple[float, ...] | None = None
     reuse_interval: int = 1
     selection_mode: str = "exact"
     text_handling: str = "always"
@@ -129,6 +135,28 @@ class VecAttnConfig:
         if not isinstance(self.compensate, bool) and self.compensate not in COMPENSATION_MODES:
             raise ValueError(f"`compensate` must be True, False or one of {COMPENSATION_MODES}, got {self.compensate!r}")
         self.dense_layers = tuple(int(i) for i in self.dense_layers)
+        if self.layer_density is not None:
+            if self.threshold is not None:
+                raise ValueError("`layer_density` sets the top-k rule per layer and `threshold` the min-p rule: give one "
+                                 "of them")
+            values = tuple(float(d) for d in self.layer_density)
+            if not values or any(not 0 < d <= 1 for d in values):
+                raise ValueError(f"`layer_density` must be a non-empty list of densities in (0, 1], got {self.layer_density!r}")
+            self.layer_density = values
+
+    def density_of(self, layer: int) -> float | None:
+        """The top-k density of sparse-capable layer `layer`: its `layer_density` entry, else `budget()`."""
+        if self.layer_density is not None:
+            if layer >= len(self.layer_density):
+                raise ValueError(f"`layer_density` has {len(self.layer_density)} layers but layer {layer} was asked for")
+            return self.layer_density[layer]
+        return self.budget()
+
+    def mean_density(self) -> float | None:
+        """The top-k density averaged over the layers (`layer_density`'s mean, else `density`)."""
+        if self.layer_density is not None:
+            return sum(self.layer_density) / len(self.layer_density)
+        return self.budget() if self.threshold is None else None
 
     def num_dense_steps(self, num_inference_steps: int | None) -> int:
         """Dense warm-up steps for a run of `num_inference_steps` (a fraction needs the count)."""
@@ -183,6 +211,8 @@ class VecAttnConfig:
         if isinstance(self.threshold, torch.Tensor):
             d["threshold"] = self.threshold.tolist()
         d["dense_layers"] = list(self.dense_layers)
+        if self.layer_density is not None:
+            d["layer_density"] = list(self.layer_density)
         if self.query_tiles != "raster":
             d["query_tiles"] = list(self.query_tiles)
         return d
@@ -197,15 +227,19 @@ class VecAttnConfig:
 
     @classmethod
     def from_calibration(cls, path: str, **overrides) -> "VecAttnConfig":
-        """Config with the [layers, heads] min-p threshold table written by `vecdit calibrate`, in
-        the query grouping it was measured with (`query_tiles` in the file; raster if absent)."""
+        """The config `vecdit calibrate` wrote to `path` (its `"config"`: per-layer densities with the
+        query tiles and compensation it was measured with), `overrides` on top; the file also holds
+        the one-step error and mean density it measured."""
         import json
 
-        with open(path) as f:
-            data = json.load(f)
-        tiles = data.get("query_tiles", "raster")
-        overrides.setdefault("query_tiles", tuple(tiles) if isinstance(tiles, list) else tiles)
-        return cls(threshold=torch.tensor(data["threshold"], dtype=torch.float32), **overrides)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read the calibration file {path!r}: {e}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise ValueError(f"{path!r} is not a calibration file written by `vecdit calibrate` (no \"config\" object)")
+        return dataclasses.replace(cls.from_dict(data["config"]), **overrides)
 
     @classmethod
     def for_model(cls, name: str, **overrides) -> "VecAttnConfig":

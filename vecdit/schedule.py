@@ -68,6 +68,7 @@ class LayerState:
     dense: bool = False  # one of `dense_layers`
     keep: bool = False  # this forward's selection is kept for reuse (within `reuse_budget_gb`)
     threshold: torch.Tensor | None = None  # `[heads]` row of a per-layer min-p table
+    density: float | None = None  # the layer's top-k density (`layer_density`); None: the config's
     reuse: dict = field(default_factory=dict)  # branch -> SelectionBitmask kept for reuse
     measured: dict = field(default_factory=dict)  # `collect_stats`: {"density": [heads], "events": ...}
 
@@ -127,14 +128,19 @@ class VecStepHook(ModelHook):
         return module
 
     def _mark_layers(self):
-        """Per-layer settings on the layer states: `dense_layers`, and the rows of a per-layer
-        threshold table."""
+        """Per-layer settings on the layer states: `dense_layers`, the rows of a per-layer
+        threshold table, the per-layer densities (a layer at 1.0 runs dense)."""
         table = self.config.threshold_table()
         if table is not None and table.shape[0] < len(self.states):
             raise ValueError(f"`threshold` table has {table.shape[0]} layers but the model has {len(self.states)} "
                              "sparse attention layers")
+        densities = self.config.layer_density
+        if densities is not None and len(densities) != len(self.states):
+            raise ValueError(f"`layer_density` has {len(densities)} layers but the model has {len(self.states)} "
+                             "sparse attention layers")
         for i, state in enumerate(self.states):
-            state.dense = i in self.config.dense_layers
+            state.density = densities[i] if densities is not None else None
+            state.dense = i in self.config.dense_layers or state.density == 1.0
             state.threshold = table[i].clone() if table is not None else None
 
     def deinitalize_hook(self, module):  # (diffusers' spelling) on removal: leave the modules as they were

@@ -9,7 +9,7 @@ from vecdit.ops import QueryTiles, VectorSelection, vec_sparse_attention_referen
 from vecdit.ops import masked_sparse_attention
 
 
-@pytest.mark.parametrize("compensate", [False, "query", "pooled"])
+@pytest.mark.parametrize("compensate", [False, "query", "pooled", "dropped"])
 def test_masked_path_matches_the_reference(compensate):
     # a ragged 3x7x9 grid in 4x4x4 tiles (edge tiles, a short last block), two videos, text keys after
     # the scored ones, a block that keeps nothing and one that keeps everything
@@ -38,3 +38,33 @@ def test_masked_path_with_a_budgeted_selection_in_bf16():
     ref, _ = vec_sparse_attention_reference(q.float(), k.float(), v.float(), sel)
     got = masked_sparse_attention(q, k, v, sel)
     assert got.dtype == torch.bfloat16 and float((got.float() - ref).norm() / ref.norm()) < 2e-2
+
+
+@pytest.mark.parametrize("compensate", [False, "query", "pooled", "dropped"])
+def test_sparse_attention_on_the_cpu_compiles_fullgraph_like_eager(compensate):
+    # issue 37, defect 4: the CPU path (fp32 CPU tensors: no kernel) under torch.compile(fullgraph=True)
+    # read the block length back from the data (a data-dependent guard); select and attend in one graph,
+    # with text keys after the scored ones, as a processor does
+    from torch._dynamo.utils import counters
+
+    from vecdit.ops import sparse_attention
+
+    grid, text, heads = (2, 6, 7), 9, 2
+    seq = math.prod(grid)
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, seq, heads, 64, generator=g)
+    k = torch.randn(1, seq + text, heads, 64, generator=g) * 2
+    v = torch.randn(1, seq + text, heads, 64, generator=g)
+    tiles = QueryTiles(grid)
+
+    def attend(q, k, v):
+        sel = vector_selection_reference(q, k[:, :seq], None, max_density=0.25, query_tiles=tiles)
+        return sparse_attention(q, k, v, sel, dense_range=(seq, seq + text), compensate=compensate)
+
+    eager = attend(q, k, v)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")(q, k, v)
+    assert sum(counters["graph_break"].values()) == 0
+    assert torch.allclose(compiled, eager, atol=1e-6, rtol=1e-5)
+    torch._dynamo.reset()

@@ -9,6 +9,8 @@ import torch
 
 
 def _attention_markdown(env: dict, results: list[dict]) -> str:
+    from vecdit.ops.attention.compensation import COMPENSATION_MODES
+
     lines = [f"# vecdit attention benchmark on {env['card']}", "",
              f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, {env['date']}. "
              "bf16, head_dim 128, batch 1, medians of triton.testing.do_bench. Inputs: `random` (i.i.d., "
@@ -33,21 +35,22 @@ def _attention_markdown(env: dict, results: list[dict]) -> str:
                 f"{'-' if v.get('speedup_vs_sage2') is None else format(v['speedup_vs_sage2'], '.2f')} | {v['selection_share_of_dense']:.3f} | "
                 f"{v['attention_tflops_on_computed']:.0f} | {v['peak_extra_mem_gb']:.2f} | {v['index_buffer_gb']:.2f} | "
                 f"{v['rel_err_vs_dense']:.3f} | {v['kernel_rel_err_vs_fp32_ref']:.1e} |")
+        modes = COMPENSATION_MODES
         lines += ["", "The dropped keys' compensation (`compensate`, default "
                   f"`{r['vecdit'][0]['compensate'] if r['vecdit'] else ''}`): the attention alone, uncompensated and per "
                   "mode; extra = its time over the uncompensated attention (group means of K and V, scores, merge), "
                   "as a share of dense cuDNN; kernel err vs an fp32 reference of the compensated softmax:", "",
-                  "| variant | density | attention ms, none | query ms (extra, share) | pooled ms (extra, share) | "
-                  "kernel err none / query / pooled |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| variant | density | attention ms, none | " + " | ".join(f"{m} ms (extra, share)" for m in modes)
+                  + " | kernel err none / " + " / ".join(modes) + " |", "| --- | --- | --- | " + "--- | " * len(modes) + "--- |"]
         for v in r["vecdit"]:
             c = v.get("compensation")
             if not c:
                 continue
             lines.append(f"| {v['variant']} | {v['density']:.3f} | {c['false']['attention_ms']:.2f} | "
                          + " | ".join(f"{c[m]['attention_ms']:.2f} ({c[m]['extra_ms']:+.2f}, {c[m]['extra_share_of_cudnn']:.1%})"
-                                      for m in ("query", "pooled"))
-                         + f" | {c['false']['kernel_rel_err_vs_fp32_ref']:.1e} / {c['query']['kernel_rel_err_vs_fp32_ref']:.1e}"
-                           f" / {c['pooled']['kernel_rel_err_vs_fp32_ref']:.1e} |")
+                                      if m in c else "-" for m in modes)
+                         + " | " + " / ".join(f"{c[m]['kernel_rel_err_vs_fp32_ref']:.1e}" if m in c else "-"
+                                              for m in ("false",) + modes) + " |")
         lines += ["", "Tile order against raster order, same rule (top-k) and density:", "",
                   "| density | attention ms raster / tiles | tiles vs raster | total ms raster / tiles | tiles vs raster |",
                   "| --- | --- | --- | --- | --- |"]
@@ -97,11 +100,20 @@ def main(argv=None) -> int:
     att.add_argument("--name", default="attention", help="results file stem (the card and date are appended)")
     att.add_argument("--index-overhead", action="store_true",
                      help="instead: the tile index's own cost (same lists with and without it, timed alternately)")
-    pe = sub.add_parser("peers", help="vecdit vs VSA (fastvideo-kernel) and FlexAttention block-sparse, with recall")
+    pe = sub.add_parser("peers", help="vecdit vs VSA, FlexAttention block-sparse, SpargeAttn and the dense kernels: "
+                                      "time, output error, recall, speed at equal output error")
+    from .peers import DENSITIES as PEER_DENSITIES
+    from .peers import METHODS as PEER_METHODS
+
     pe.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p", "wan2.1-14b-720p"], choices=list(SHAPES))
-    pe.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
+    pe.add_argument("--densities", nargs="+", type=float, default=list(PEER_DENSITIES),
+                    help="the sparse methods' densities (vecdit also runs at 0.25 and 0.1, the equal-error levels)")
+    pe.add_argument("--methods", nargs="+", default=list(PEER_METHODS), choices=list(PEER_METHODS))
+    pe.add_argument("--heads-sampled", type=int, default=6, help="heads of the sampled query rows (256 tokens each)")
+    pe.add_argument("--match-recall", action="store_true", help="also vecdit at each peer's recall (slower)")
     pe.add_argument("--inputs", default="structured", choices=list(INPUTS))
     pe.add_argument("--out", default="bench/results/peers")
+    sub.add_parser("peers-check", help="which peers are importable here, and a small call of each (GPU)")
     se = sub.add_parser("selection", help="the selection's stages, next to the dense time")
     se.add_argument("--shapes", nargs="+", default=["hunyuanvideo-720p"], choices=list(SHAPES))
     se.add_argument("--densities", nargs="+", type=float, default=[0.25, 0.1])
@@ -117,7 +129,8 @@ def main(argv=None) -> int:
                     choices=list(ALL_VARIANTS),
                     help="fp8 variants (vecdit.fp8, Hopper / Ada) convert the weights for good: they run last; "
                          "sage variants need SageAttention2 built (bench/build_peers.py)")
-    pi.add_argument("--steps", type=int, default=50)
+    pi.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own, 50 or Wan2.2 "
+                                                           "A14B's 40)")
     pi.add_argument("--repeats", type=int, default=2)
     pi.add_argument("--device", default="cuda", help="cuda; cpu only for --models tiny tiny-hunyuan (a smoke run)")
     pi.add_argument("--density", type=float, default=None, help="the preset's top-k density instead of its own")
@@ -149,6 +162,12 @@ def main(argv=None) -> int:
         from .pipeline import main_pipeline
 
         return main_pipeline(args)
+    if args.what == "peers-check":
+        from .peer_check import check_peers
+
+        for line in check_peers():
+            print(line, flush=True)
+        return 0
     if not torch.cuda.is_available():
         print("the benchmark needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -160,13 +179,16 @@ def main(argv=None) -> int:
 
         results = []
         for shape in args.shapes:
-            results.append(run_peers(shape, args.densities, args.inputs))
+            results.append(run_peers(shape, args.densities, args.inputs, args.heads_sampled, args.methods,
+                                     args.match_recall))
             print(peers_markdown(env, results[-1:]), flush=True)
             torch.cuda.empty_cache()
-        md = peers_markdown(env, results)
-        jpath, mpath = write_results("peers", {"environment": env, "results": results}, md, args.out)
-        plot_peers(results, jpath[:-5] + ".png")
-        print("wrote", jpath, mpath)
+            # written after every shape: a run cut short by its time limit keeps the shapes it finished
+            md = peers_markdown(env, results)
+            jpath, mpath = write_results("peers-" + "-".join(args.shapes),
+                                         {"environment": env, "results": results}, md, args.out)
+            plot_peers(results, jpath[:-5] + ".png")
+            print("wrote", jpath, mpath, flush=True)
         return 0
     if args.what == "pipeline":
         from .pipeline import main_pipeline

@@ -165,11 +165,12 @@ def run_shape(shape: str, densities=DENSITIES, variants=tuple(VARIANTS), inputs:
             compensation = {}
             for mode in (False, *COMPENSATION_MODES):
                 ms = do_bench_ms(lambda: vector_sparse_attention(qv, k, v, sel, dense_range=dense_range, compensate=mode))
-                err = sampled_block_error(qv, k, v, sel, dense_range, compensate=mode)
+                err = _kernel_error(qv, k, v, sel, dense_range, mode)
                 compensation[str(mode).lower()] = {"attention_ms": ms, "kernel_rel_err_vs_fp32_ref": err}
             for mode in COMPENSATION_MODES:
                 extra = compensation[mode]["attention_ms"] - compensation["false"]["attention_ms"]
                 compensation[mode].update(extra_ms=extra, extra_share_of_cudnn=extra / res["dense"]["cudnn"]["ms"])
+            print(compensation_line(label, float(sel.density()), res["dense"]["cudnn"]["ms"], compensation), flush=True)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
@@ -229,3 +230,55 @@ def index_overhead(shape: str, densities=DENSITIES, inputs: str = "random", repe
                      "index_cost": med["tiles"] / med["raster-addressed"] - 1})
         del tiled, plain
     return {"shape": shape, "inputs": inputs, "repeats": repeats, "rows": rows}
+
+
+def compensation_line(variant: str, density: float, cudnn_ms: float, compensation: dict) -> str:
+    """One line per (variant, density): each compensation mode's attention time, its extra over the
+    uncompensated attention as a share of dense cuDNN, and its kernel error."""
+    none = compensation["false"]["attention_ms"]
+    parts = [f"compensation {variant} {density:.3f} (cuDNN {cudnn_ms:.2f} ms): none {none:.2f} ms"]
+    for mode in COMPENSATION_MODES:
+        c = compensation[mode]
+        parts.append(f"{mode} {c['attention_ms']:.2f} ms ({c['extra_ms']:+.2f}, {c['extra_share_of_cudnn']:.1%} "
+                     f"of cuDNN, err {c['kernel_rel_err_vs_fp32_ref']:.1e})")
+    return "; ".join(parts)
+
+
+def _kernel_error(q, k, v, selection, dense_range, mode, blocks: int = 16, seed: int = 0) -> float:
+    """`common.sampled_block_error`, and for the "dropped" mode (whose fp32 reference needs each block's
+    kept keys, not only their counts per group) the same sampled blocks against that reference."""
+    if mode != "dropped":
+        return sampled_block_error(q, k, v, selection, dense_range, blocks=blocks, seed=seed, compensate=mode)
+    from vecdit.ops.attention.reference import _attention_with_columns, compensation_logits_reference
+
+    out = vector_sparse_attention(q, k, v, selection, dense_range=dense_range, compensate=mode)
+    kept = selection.kept_per_word()
+    g = torch.Generator().manual_seed(seed)
+    heads, nqb, num_keys = selection.heads, selection.num_query_blocks, selection.num_keys
+    tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
+    index = tiles.query_index(q.device)
+    start, end = dense_range or (0, 0)
+    scale = q.shape[-1] ** -0.5
+    worst = 0.0
+    for _ in range(blocks):  # the draws of sampled_block_error: the same blocks
+        h = int(torch.randint(heads, (1,), generator=g))
+        qb = int(torch.randint(nqb, (1,), generator=g))
+        row = h * nqb + qb
+        a = int(selection.column_offset[row])
+        b = a + int(selection.column_count.reshape(-1)[row])
+        selected = selection.column_index[a:b].long()
+        cols = torch.cat([selected, torch.arange(start, end, device=q.device)])
+        pos = torch.arange(qb * tiles.block_size, min((qb + 1) * tiles.block_size, q.shape[1]), device=q.device)
+        rows = pos if index is None else index[pos].long()
+        keep_mask = torch.zeros(num_keys, dtype=torch.bool, device=q.device)
+        keep_mask[selected] = True
+        sl = (slice(0, 1), slice(None), slice(h, h + 1))
+        extra, values = compensation_logits_reference(
+            q[:, rows, h:h + 1], k[sl], v[sl], kept[row].view(1, 1, 1, -1), num_keys, scale,
+            torch.zeros(len(rows), dtype=torch.long, device=q.device), mode, keep_mask.view(1, 1, 1, -1))
+        keep = torch.ones(len(rows), len(cols), dtype=torch.bool, device=q.device)
+        o, _ = _attention_with_columns(q[0, rows, h], k[0, cols, h], v[0, cols, h], keep, scale, extra[0, 0],
+                                       values[0, 0])
+        got = out[0, rows, h].float()
+        worst = max(worst, float((got - o).norm() / o.norm().clamp_min(1e-30)))
+    return worst

@@ -22,7 +22,15 @@ index (INDEXED). A 128-query tile runs as one program with two consumer partitio
 that share each gathered K/V tile (CONSUMERS, `TILE128_CONFIGS`: half the gathers of two 64-row
 programs, 20% faster at HunyuanVideo-720p 25%); 64-query tiles run one 64-row program each. With the gathers pipelined, the wall is now L2/DRAM (ncu: L2 95%
 busy, 40% hit rate; bench/DESIGN.md#kernel-bound): key segments (`segments`) shrink the working set.
+
+COMPENSATED (the "dropped" compensation, as in `_attn_kernel.py`): the consumer reads each selected
+tile's key indices (one more read of the list, issued before it waits for the tile) and their
+groups' weights W[row, key // 64], and enters p - 2^(lmax - m) * w into P @ V (l keeps the plain p;
+m starts at lmax, so 2^(lmax - m) <= 1); the epilogue merges the tile's part (CO, CL) in the same
+frame. The correction is linear in the accumulator, so key segments merged by lse stay exact; each
+segment adds 1/segments of the part.
 """
+import math
 import os
 
 import torch
@@ -94,9 +102,21 @@ def _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N: gl.constexpr):
 
 
 @gluon.jit
-def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
-                  o_layout: gl.constexpr, p_layout: gl.constexpr):
-    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc)."""
+def _tile_weights(COLUMN_INDEX, W, w_base, t, n_dense_tiles, sel_start, count, offs_n, BLOCK_N: gl.constexpr,
+                  GROUP_KEYS: gl.constexpr):
+    """fp32 group weights of tile t's keys (COMPENSATED): W[row, key // GROUP_KEYS] for the selected
+    keys, 0 for the dense range's tiles and past the list's end."""
+    j = (t - n_dense_tiles) * BLOCK_N + offs_n
+    ok = (j >= 0) & (j < count)
+    cols = gl.load(COLUMN_INDEX + sel_start + j, mask=ok, other=0)
+    return gl.load(W + w_base + cols // GROUP_KEYS, mask=ok, other=0.0)
+
+
+@gluon.jit
+def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, w, lmax, BLOCK_N: gl.constexpr, s_layout: gl.constexpr,
+                  o_layout: gl.constexpr, p_layout: gl.constexpr, COMPENSATED: gl.constexpr):
+    """Online softmax of one score tile: (P as the next wgmma's A operand, m, l, rescaled acc).
+    COMPENSATED: P less each kept key's pooled share 2^(lmax - m) * w (w: [BLOCK_N] group weights)."""
     scores = qk * qk_scale_log2
     if n_valid < BLOCK_N:
         offs_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
@@ -106,6 +126,10 @@ def _softmax_tile(qk, m_i, l_i, acc, n_valid, qk_scale_log2, BLOCK_N: gl.constex
     alpha = gl.exp2(m_i - m_new)
     p = gl.exp2(scores - gl.expand_dims(m_new, 1))
     l_i = l_i * alpha + gl.sum(p, 1)
+    if COMPENSATED:
+        # 2^(lmax - m) <= 1: m started at lmax; lmax = -inf (the tile drops nothing; w = 0 too) gives 0
+        c = gl.exp2(lmax - m_new)
+        p = p - gl.expand_dims(c, 1) * gl.expand_dims(w, 0)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
     return gl.convert_layout(p.to(gl.bfloat16), p_layout), m_new, l_i, acc
 
@@ -124,8 +148,22 @@ def _tokens(QUERY_INDEX, q_start, Sq, BLOCK_M: gl.constexpr, layout: gl.constexp
 
 @gluon.jit
 def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start,
-               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr,
-               INDEXED: gl.constexpr):
+               CO, CL, row, c_shift, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, s_layout: gl.constexpr,
+               o_layout: gl.constexpr, INDEXED: gl.constexpr, COMPENSATED: gl.constexpr):
+    if COMPENSATED:
+        # the tile's part (CO: sum_g e_g vsum_g / sum_g n_g e_g, CL: log sum_g n_g e_g, natural) merged in
+        # the attention's frame; each of the row's key segments takes an equal share (c_shift = log2 of
+        # their count), so the segments' merge by lse adds it once
+        c_lse2 = gl.load(CL + row) * 1.4426950408889634 - c_shift
+        m = gl.maximum(m_i, gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout)) + c_lse2)
+        m = gl.where(m == float("-inf"), 0.0, m)
+        wa = gl.exp2(m_i - m)
+        wc = gl.exp2(c_lse2 - m)
+        l_i = l_i * wa + wc
+        c_out = gl.load(CO + row * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout)))
+        acc = (acc * gl.expand_dims(gl.convert_layout(wa, gl.SliceLayout(1, o_layout)), 1)
+               + gl.expand_dims(gl.convert_layout(wc, gl.SliceLayout(1, o_layout)), 1) * gl.expand_dims(c_out, 0))
+        m_i = m
     has_mass = l_i > 0.0  # a block with nothing to attend stores zeros and lse = -inf, not NaN
     l_safe = gl.where(has_mass, l_i, 1.0)
     out = acc / gl.expand_dims(gl.convert_layout(l_safe, gl.SliceLayout(1, o_layout)), 1)
@@ -141,47 +179,57 @@ def _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq,
               q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
+              COLUMN_INDEX, W, w_base, lmax, sel_start, CO, CL, row, c_shift,
               HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-              INDEXED: gl.constexpr, WARPS: gl.constexpr):
+              INDEXED: gl.constexpr, WARPS: gl.constexpr, COMPENSATED: gl.constexpr, GROUP_KEYS: gl.constexpr):
     # BLOCK_M query rows on WARPS warps: 64 rows per warpgroup (wgmma's M)
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+    if COMPENSATED:  # the running max starts at the weights' frame: the correction factor stays <= 1
+        m_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout)) + lmax
     l_i = gl.zeros([BLOCK_M], gl.float32, layout=gl.SliceLayout(1, s_layout))
     zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    offs_wn = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
     for t in range(n_tiles):
         s = t % STAGES
+        if COMPENSATED:  # issued before the wait: the loads overlap it
+            w = _tile_weights(COLUMN_INDEX, W, w_base, t, n_dense_tiles, sel_start, count, offs_wn, BLOCK_N, GROUP_KEYS)
+        else:
+            w = qk_scale_log2  # unread
         mbarrier.wait(full.index(s), (t // STAGES) & 1)
         # cp.async wrote the tile through the generic proxy; wgmma reads it through the async proxy
         fence_async_shared()
         qk = warpgroup_mma(q_smem, k_smem.index(s).permute((1, 0)), zero_s, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, ))
         p, m_i, l_i, acc = _softmax_tile(qk, m_i, l_i, acc, _n_valid(t, n_dense_tiles, dense_len, count, BLOCK_N),
-                                         qk_scale_log2, BLOCK_N, s_layout, o_layout, p_layout)
+                                         qk_scale_log2, w, lmax, BLOCK_N, s_layout, o_layout, p_layout, COMPENSATED)
         acc = warpgroup_mma(p, v_smem.index(s), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         # every warp of this consumer has waited for its wgmma; then one thread releases the stage
         # (the producer waits for one arrival per consumer partition)
         gl.thread_barrier()
         mbarrier.arrive(empty.index(s))
-    _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start, BLOCK_M,
-               HEAD_DIM, s_layout, o_layout, INDEXED)
+    _store_out(acc, m_i, l_i, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os, stride_od, Sq, q_start,
+               CO, CL, row, c_shift, BLOCK_M, HEAD_DIM, s_layout, o_layout, INDEXED, COMPENSATED)
 
 
 @gluon.jit
-def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX, qk_scale_log2,
+def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX,
+                             W, LMAX, CO, CL, qk_scale_log2,
                              stride_qb, stride_qs, stride_qh, stride_qd,
                              stride_kb, stride_ks, stride_kh, stride_kd,
                              stride_vb, stride_vs, stride_vh, stride_vd,
                              stride_ob, stride_os, stride_oh, stride_od,
-                             H, Sq, num_query_blocks, dense_start, dense_end,
+                             H, Sq, num_query_blocks, dense_start, dense_end, num_groups, c_shift,
                              SEGMENT_OFFSET, num_segments, stride_oz, stride_lz,
                              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                              STAGES: gl.constexpr, PRODUCER_WARPS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                              SEGMENTED: gl.constexpr, INDEXED: gl.constexpr, PROGRAMS_PER_ROW: gl.constexpr,
-                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, WARPS: gl.constexpr):
+                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, WARPS: gl.constexpr,
+                             COMPENSATED: gl.constexpr = False, GROUP_KEYS: gl.constexpr = 64):
     qb = gl.program_id(0)
     bh = gl.program_id(1)
     seg = gl.program_id(2).to(gl.int64)
@@ -202,6 +250,13 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
     dense_len = dense_end - dense_start
     n_dense_tiles = (dense_len + BLOCK_N - 1) // BLOCK_N
     n_tiles = n_dense_tiles + (count + BLOCK_N - 1) // BLOCK_N
+    # the dropped compensation's weights of this row's groups and their frame (COMPENSATED); each key
+    # segment adds 2^-c_shift of the tile's part (c_shift = log2 of the segment count)
+    w_base = row * num_groups
+    if COMPENSATED:
+        lmax = gl.load(LMAX + row)
+    else:
+        lmax = qk_scale_log2  # unread
 
     tile_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, HEAD_DIM], gl.bfloat16)
@@ -230,7 +285,8 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
         gl.warp_specialize([
             (_consumer, (q_smem, k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base, stride_os,
                          stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+                         COLUMN_INDEX, W, w_base, lmax, sel_start, CO, CL, row, c_shift,
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, COMPENSATED, GROUP_KEYS)),
             (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                          b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
                          n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
@@ -240,10 +296,12 @@ def gluon_sparse_attn_kernel(Q, K, V, O, LSE, COLUMN_INDEX, COLUMN_OFFSET, COLUM
         gl.warp_specialize([
             (_consumer, (q_smem.slice(0, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base, lse_base,
                          stride_os, stride_od, Sq, q_start, count, dense_len, n_dense_tiles, n_tiles, qk_scale_log2,
-                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+                         COLUMN_INDEX, W, w_base, lmax, sel_start, CO, CL, row, c_shift,
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, COMPENSATED, GROUP_KEYS)),
             (_consumer, (q_smem.slice(ROWS, ROWS), k_smem, v_smem, full, empty, O, LSE, QUERY_INDEX, o_base,
                          lse_base, stride_os, stride_od, Sq, q_start + ROWS, count, dense_len, n_dense_tiles, n_tiles,
-                         qk_scale_log2, HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS)),
+                         qk_scale_log2, COLUMN_INDEX, W, w_base, lmax, sel_start, CO, CL, row, c_shift,
+                         HEAD_DIM, ROWS, BLOCK_N, STAGES, INDEXED, WARPS, COMPENSATED, GROUP_KEYS)),
             (_producer, (K, V, COLUMN_INDEX, k_smem, v_smem, full, empty, b * stride_kb + h * stride_kh,
                          b * stride_vb + h * stride_vh, sel_start, count, dense_start, dense_end, n_dense_tiles,
                          n_tiles, stride_ks, stride_kd, stride_vs, stride_vd, HEAD_DIM, BLOCK_N, STAGES,
@@ -289,14 +347,17 @@ def tile128_config(block_size: int) -> dict:
 
 
 def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start=0, dense_end=0,
-                           scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, **config):
+                           scale=None, maxnreg=None, segments=None, query_index=None, block_size=64, dropped=None,
+                           **config):
     """Drop-in for vecdit.ops.attention.op._attn_triton (same arguments, returns (out, lse)): q, k, v
     [B, S, H, 128] bf16, lists as in vecdit.ops.VectorSelection, any counts; `query_index` and
     `block_size` as the selection's query tiles give them (None and 64: raster).
 
     segments: cut each row's list into this many key ranges, run them one after the other and
     merge by lse (vecdit/ops/segments.py); default `auto_segments` (4, or 2 for 128-row
-    programs, where one head's K/V exceed L2, else 1). Costs `segments` partial outputs in q's dtype."""
+    programs, where one head's K/V exceed L2, else 1). Costs `segments` partial outputs in q's dtype.
+    dropped: None, or the "dropped" compensation's (part out, part lse, weights, lmax) as
+    `_attn_triton` takes them."""
     cfg = {**CONFIG, **tile128_config(block_size), **config}
     if maxnreg:
         cfg["maxnreg"] = maxnreg
@@ -314,11 +375,13 @@ def gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, d
         bounds = segment_bounds(column_index, column_offset, column_count, k.shape[1], nseg)
         seg_args = (bounds, nseg, out.stride(0), lse.stride(0))
     scale = dim ** -0.5 if scale is None else scale
+    part_out, part_lse, weights, lmax = dropped if dropped is not None else (column_offset,) * 4  # unread without
     # grid z = segment, slowest: the programs running together share one (segment, head)
     gluon_sparse_attn_kernel[(programs, batch * heads, nseg)](
         q, k, v, out, lse, column_index, column_offset, column_count,
-        query_index if query_index is not None else column_offset, scale * LOG2E,
+        query_index if query_index is not None else column_offset, weights, lmax, part_out, part_lse, scale * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *out.stride()[-4:], heads, seq_q, triton.cdiv(seq_q, block_size),
-        dense_start, dense_end, *seg_args, HEAD_DIM=dim, num_warps=cfg["WARPS"], SEGMENTED=nseg > 1,
-        INDEXED=query_index is not None, PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], **cfg)
+        dense_start, dense_end, weights.shape[-1] if dropped is not None else 0, math.log2(nseg), *seg_args,
+        HEAD_DIM=dim, num_warps=cfg["WARPS"], SEGMENTED=nseg > 1, INDEXED=query_index is not None,
+        PROGRAMS_PER_ROW=block_size // cfg["BLOCK_M"], COMPENSATED=dropped is not None, GROUP_KEYS=64, **cfg)
     return (out, lse) if nseg == 1 else merge_segments(out, lse, q.dtype)

@@ -7,6 +7,14 @@ selection's query order: with tiles, query rows are loaded and output rows store
 QUERY_INDEX (position -> token), so the tile order is never copied. It attends the contiguous key
 range [dense_start, dense_end) first, then the block's selected key rows, gathered by index.
 Online softmax in base 2 with fp32 statistics and accumulator.
+
+COMPENSATED (the "dropped" compensation, `compensation.dropped_part`): each selected key j's
+probability enters P @ V as p - 2^(lmax - m) * w[g(j)], w the tile's weight of j's 64-key group
+(W[row, g], 0 where the group drops nothing) and lmax its max pooled logit (log2): the kept keys'
+share of the pooled compensation, subtracted here at no extra MMA. The running max m starts at
+lmax, so the factor 2^(lmax - m) stays <= 1. The row sum l keeps the unmodified p; the tile's
+part (CO, CL: sum_g e_g vsum_g over sum_g n_g e_g, and log sum_g n_g e_g) is merged in the
+epilogue, in the same frame, before the one division.
 """
 import triton
 import triton.language as tl
@@ -15,8 +23,10 @@ from .._common import block_tokens, mma
 
 
 @triton.jit
-def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST: tl.constexpr, MASKED: tl.constexpr):
+def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, w, lmax, UPCAST: tl.constexpr, MASKED: tl.constexpr,
+                  COMPENSATED: tl.constexpr):
     # q: [BM, D]  k: [D, BN]  v: [BN, D]  valid: [BN] (read only when MASKED)
+    # w: [BN] fp32 group weights of the keys, lmax: their frame (log2), read only when COMPENSATED
     s = mma(q, k, UPCAST) * qk_scale_log2
     if MASKED:
         s = tl.where(valid[None, :], s, float("-inf"))
@@ -29,6 +39,11 @@ def _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST: tl.const
     alpha = tl.exp2(m_i - m_shift)
     p = tl.exp2(s - m_shift[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
+    if COMPENSATED:
+        # the kept keys' pooled share in this row's frame: 2^(L_g - m) = w_g * 2^(lmax - m) <= 1 (m starts
+        # at lmax); lmax = -inf (nothing dropped) gives 0, and w = 0 too
+        c = tl.exp2(lmax - m_shift)
+        p = p - c[:, None] * w[None, :]
     acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, UPCAST)
     return m_new, l_i, acc
 
@@ -46,13 +61,13 @@ def _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride
 @triton.jit
 def vec_sparse_attn_fwd_kernel(
     Q, K, V, O, LSE,
-    COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX,
+    COLUMN_INDEX, COLUMN_OFFSET, COLUMN_COUNT, QUERY_INDEX, W, LMAX, CO, CL,
     qk_scale_log2,
     stride_qb, stride_qs, stride_qh, stride_qd,
     stride_kb, stride_ks, stride_kh, stride_kd,
     stride_vb, stride_vs, stride_vh, stride_vd,
     stride_ob, stride_os, stride_oh, stride_od,
-    H, Sq, num_query_blocks, dense_start, dense_end,
+    H, Sq, num_query_blocks, dense_start, dense_end, num_groups,
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -60,6 +75,8 @@ def vec_sparse_attn_fwd_kernel(
     WARP_SPECIALIZE: tl.constexpr,
     INDEXED: tl.constexpr,
     PROGRAMS_PER_ROW: tl.constexpr,
+    COMPENSATED: tl.constexpr = False,
+    GROUP_KEYS: tl.constexpr = 64,
 ):
     qb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -78,6 +95,16 @@ def vec_sparse_attn_fwd_kernel(
     v_base = V + b * stride_vb + h * stride_vh
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    if COMPENSATED:
+        # the group weights of this row's tile and their frame; the running max starts at that frame, so
+        # the kept keys' correction 2^(lmax - m) never exceeds 1 (and never overflows)
+        tile_row = bh.to(tl.int64) * num_query_blocks + qb // PROGRAMS_PER_ROW
+        w_row = W + tile_row * num_groups
+        lmax = tl.load(LMAX + tile_row)
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + lmax
+    else:
+        w_row = W
+        lmax = 0.0
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
@@ -86,7 +113,7 @@ def vec_sparse_attn_fwd_kernel(
         cols = start + offs_n
         valid = cols < dense_end
         k, v = _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, True)
-        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST, True)
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, 0.0, 0.0, UPCAST, True, False)
 
     # selected key rows of this (batch, head, query block): full tiles unmasked, then the tail
     row = bh.to(tl.int64) * num_query_blocks + qb // PROGRAMS_PER_ROW
@@ -100,15 +127,29 @@ def vec_sparse_attn_fwd_kernel(
         next_pos = start + BLOCK_N + offs_n
         next_cols = tl.load(COLUMN_INDEX + next_pos, mask=next_pos < full_end, other=0).to(tl.int64)
         k, v = _gather_kv(k_base, v_base, cols, cols, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, False)
-        m_i, l_i, acc = _softmax_step(q, k, v, cols, m_i, l_i, acc, qk_scale_log2, UPCAST, False)
+        w = tl.load(w_row + cols // GROUP_KEYS) if COMPENSATED else 0.0
+        m_i, l_i, acc = _softmax_step(q, k, v, cols, m_i, l_i, acc, qk_scale_log2, w, lmax, UPCAST, False, COMPENSATED)
         cols = next_cols
     if full_end < sel_end:
         pos = full_end + offs_n
         valid = pos < sel_end
         cols = tl.load(COLUMN_INDEX + pos, mask=valid, other=0).to(tl.int64)
         k, v = _gather_kv(k_base, v_base, cols, valid, offs_d, stride_ks, stride_kd, stride_vs, stride_vd, True)
-        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, UPCAST, True)
+        w = tl.load(w_row + cols // GROUP_KEYS, mask=valid, other=0.0) if COMPENSATED else 0.0
+        m_i, l_i, acc = _softmax_step(q, k, v, valid, m_i, l_i, acc, qk_scale_log2, w, lmax, UPCAST, True, COMPENSATED)
 
+    if COMPENSATED:
+        # the tile's part (sum_g e_g vsum_g, sum_g n_g e_g as out CO and natural lse CL) merged here, in
+        # one frame with the attention's: exact even where the kept keys' own mass l underflows
+        c_lse2 = tl.load(CL + row) * 1.4426950408889634
+        c_out = tl.load(CO + row * HEAD_DIM + offs_d)
+        m = tl.maximum(m_i, c_lse2)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        wa = tl.exp2(m_i - m)
+        wc = tl.exp2(c_lse2 - m)
+        l_i = l_i * wa + wc
+        acc = acc * wa[:, None] + wc[:, None] * c_out[None, :]
+        m_i = m
     # a block that attends nothing returns zeros and lse = -inf (the neutral element of a merge)
     has_mass = l_i > 0.0
     out = acc / tl.where(has_mass, l_i, 1.0)[:, None]

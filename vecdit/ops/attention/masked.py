@@ -5,9 +5,12 @@ Queries are put in block order and each (batch x head, query block) is one SDPA 
 are the head's keys broadcast (a stride-0 view, no copy) and whose mask is the block's row of the
 selection, broadcast over the block's queries: no [Sq, Sk] mask is built. At the tiny model's size
 (2,304 tokens, 4 heads) the call costs about 1.2x a dense one. The dropped keys' compensation is
-merged by log-sum-exp: per query tile (`pooled`) or from a second small call over the 64-key
-group means (`query`). The plain reference (`reference.vec_sparse_attention_reference`) stays the
-tests' oracle.
+merged by log-sum-exp: per query tile (`pooled`; `dropped`, whose part weighs each dropped key by
+its group's pooled score) or from a second small call over the 64-key group means (`query`). The
+plain reference (`reference.vec_sparse_attention_reference`) stays the tests' oracle.
+
+Traceable by `torch.compile(fullgraph=True)`: no host read decides a shape (every query block but
+the last holds the query tiles' `block_size` queries, so the padded block length is known).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import math
 import torch
 
 from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means, pooled_part
+from ..selection.sparse_format import WORD_KEYS
 from .reference import merge_segments_reference
 from ..tiles import QueryTiles
 
@@ -31,17 +35,21 @@ def _attention(q, k, v, mask, scale):
 def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, token_block=None,
                             compensate=True, return_lse=False):
     """`vector_sparse_attention` on the CPU: the same function as `vec_sparse_attention_reference`
-    within rounding. q, k, v `[B, S, H, D]`; returns out (and lse `[B, H, S]` fp32)."""
+    within rounding. q, k, v `[B, S, H, D]`; returns out (and lse `[B, H, S]` fp32). `token_block`
+    (int64 `[S]`, default from the selection's query tiles): each token's query block, blocks of the
+    tiles' `block_size` tokens (the last may be short)."""
     mode = compensation_mode(compensate)
     batch, seq_q, heads, dim = q.shape
     num_keys, nqb = k.shape[1], selection.num_query_blocks
     scale = dim ** -0.5 if scale is None else float(scale)
+    tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
     if token_block is None:
-        tiles = selection.query_tiles if selection.query_tiles is not None else QueryTiles.raster()
         token_block = tiles.token_blocks(seq_q, q.device)
     token_block = token_block.to(q.device)
-    members = torch.bincount(token_block, minlength=nqb)
-    block = int(members.max())
+    # queries per block without a host read (bincount's and max's sizes depend on the data)
+    members = torch.zeros(nqb, dtype=torch.float32, device=q.device).index_add_(
+        0, token_block, torch.ones(seq_q, dtype=torch.float32, device=q.device))
+    block = min(tiles.block_size, seq_q)  # the longest block: the tiles' size (one short block: all tokens)
     order = torch.argsort(token_block, stable=True)  # tokens grouped by query block
     start, end = dense_range
     rows = batch * heads
@@ -63,10 +71,15 @@ def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, 
     if mode is not None:
         check_compensation_range(selection.num_keys, start, end)
         kept = selection.kept_per_word().to(q.device)  # [B * H * NQB, G]
-        k_mean, v_mean = key_group_means(k, selection.num_keys), key_group_means(v, selection.num_keys)
-        if mode == "pooled":
-            pooled = qb.float().sum(2) / members.clamp_min(1).float()[:, None]  # [B * H, NQB, D]
-            part_out, part_lse = pooled_part(pooled * scale, k_mean, v_mean, kept, selection.num_keys)
+        k_mean = key_group_means(k, selection.num_keys)
+        v_mean = key_group_means(v, selection.num_keys) if mode != "dropped" else None
+        if mode in ("pooled", "dropped"):
+            pooled = qb.float().sum(2) / members.clamp_min(1)[:, None]  # [B * H, NQB, D]
+            if mode == "pooled":
+                part_out, part_lse = pooled_part(pooled * scale, k_mean, v_mean, kept, selection.num_keys)
+            else:
+                part_out, part_lse = _dropped_part(pooled * scale, k_mean, v, kept, torch.isinf(bias[:, :, 0]),
+                                                   selection.num_keys)
             part_out = part_out.view(rows, nqb, 1, dim).expand(rows, nqb, block, dim)
             part_lse = part_lse.view(rows, nqb, 1).expand(rows, nqb, block)
         else:
@@ -87,3 +100,19 @@ def masked_sparse_attention(q, k, v, selection, dense_range=(0, 0), scale=None, 
     inverse[order] = torch.arange(seq_q, device=q.device)
     out = out.index_select(2, inverse).transpose(1, 2).to(q.dtype)
     return (out, lse.index_select(2, inverse)) if return_lse else out
+
+
+def _dropped_part(pooled_q, k_mean, v, kept, not_attended, num_scored: int):
+    """The dropped mode's part per query tile (out fp32 `[B * H * NQB, D]`, lse `[B * H * NQB]`):
+    each dropped key j (`not_attended` `[B * H, NQB, Sk]` among the scored keys) weighs
+    e_g(j) = exp(pooled_q . mean_key_g(j)), normalized by sum_g n_g e_g (as
+    `compensation.dropped_part`, which the kernels split into a group-sum part and a kept-key term)."""
+    rows, nqb, dim = pooled_q.shape
+    groups = k_mean.shape[2]
+    dropped = group_sizes(num_scored, pooled_q.device) - kept.view(rows, nqb, groups).float()
+    s = (pooled_q @ k_mean.reshape(rows, groups, dim).transpose(1, 2)).masked_fill(dropped <= 0, -math.inf)
+    lse = torch.logsumexp(s + torch.log(dropped), -1)  # [B * H, NQB]
+    per_group = torch.exp(s - torch.where(torch.isinf(lse), 0.0, lse)[..., None])
+    per_key = per_group.repeat_interleave(WORD_KEYS, -1)[..., :num_scored] * not_attended[..., :num_scored]
+    values = v[:, :num_scored].transpose(1, 2).reshape(rows, num_scored, dim).float()
+    return (per_key @ values).reshape(-1, dim), lse.reshape(-1)

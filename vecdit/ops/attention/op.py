@@ -8,7 +8,7 @@ import os
 import torch
 
 from .._checks import QUERY_BLOCK, check_dense_range, check_qkv, debug_mode, interpret_mode, use_triton
-from .compensation import check_compensation_range, compensate_triton, compensation_mode
+from .compensation import check_compensation_range, compensate_triton, compensation_mode, dropped_prepare_triton
 from .reference import vec_sparse_attention_reference
 from ..selection.sparse_format import WORD_KEYS, VectorSelection
 from ..tiles import QueryTiles, block_of_token
@@ -47,8 +47,9 @@ def vector_sparse_attention(
         compensate (`bool` or `str`, defaults to True): the dropped keys still weigh in: each group
             of 64 scored keys adds its dropped count times exp(q . mean key) times its mean value
             (`vecdit.ops.attention.compensation`). True is the default mode (`DEFAULT_COMPENSATION`),
-            `"query"` scores per query row, `"pooled"` per query tile; False attends the selected
-            keys alone. Needs `dense_range` to lie after the selection's scored keys.
+            `"query"` scores per query row, `"pooled"` per query tile, `"dropped"` per query tile
+            with the dropped keys' own mean value (not the whole group's); False attends the
+            selected keys alone. Needs `dense_range` to lie after the selection's scored keys.
 
     Returns:
         `[B, Sq, H, D]` in q's dtype (and lse). A query block that attends no key at all gets zeros
@@ -133,12 +134,15 @@ def _gluon_available() -> bool:
 
 
 def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                 query_index=None, block_size=QUERY_BLOCK, config=None):
+                 query_index=None, block_size=QUERY_BLOCK, config=None, dropped=None):
+    """`dropped`: None, or the "dropped" compensation's (part out fp32 `[rows, D]`, part lse fp32
+    `[rows]`, weights fp32 `[rows, G]`, lmax fp32 `[rows]`) of `compensation.dropped_part`: each kept
+    key's probability less its group's pooled weight, the tile's part merged in the epilogue."""
     if config is None and _gluon_kernel_requested(q):
         from ._attn_gluon_kernel import gluon_sparse_attention
 
         return gluon_sparse_attention(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                                      query_index=query_index, block_size=block_size)
+                                      query_index=query_index, block_size=block_size, dropped=dropped)
     from ._attn_kernel import vec_sparse_attn_fwd_kernel
 
     batch, seq_q, heads, dim = q.shape
@@ -149,14 +153,15 @@ def _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start
     programs = -(-seq_q // rows)
     out = torch.empty(batch, seq_q, heads, dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, seq_q, dtype=torch.float32, device=q.device)
+    part_out, part_lse, weights, lmax = dropped if dropped is not None else (column_offset,) * 4  # unread without
     vec_sparse_attn_fwd_kernel[(programs, batch * heads)](
         q, k, v, out, lse, column_index, column_offset, column_count,
-        query_index if query_index is not None else column_offset,
+        query_index if query_index is not None else column_offset, weights, lmax, part_out, part_lse,
         scale * 1.4426950408889634,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, seq_q, -(-seq_q // block_size), dense_start, dense_end,
+        heads, seq_q, -(-seq_q // block_size), dense_start, dense_end, weights.shape[-1] if dropped is not None else 0,
         HEAD_DIM=dim, BLOCK_M=rows, UPCAST=interpret_mode(), INDEXED=query_index is not None,
-        PROGRAMS_PER_ROW=block_size // rows, **cfg,
+        PROGRAMS_PER_ROW=block_size // rows, COMPENSATED=dropped is not None, GROUP_KEYS=WORD_KEYS, **cfg,
     )
     return out, lse
 
@@ -170,9 +175,12 @@ def _vec_sparse_attn_op(
     """`compensate`: "" (none) or a compensation mode over the first `num_scored` keys, with the
     kept keys per 64-key word `word_count`."""
     if use_triton(q):
+        # "dropped": the per-tile part first; the attention kernel reads its weights and merges it
+        dropped = (dropped_prepare_triton(q, k, v, word_count, num_scored, scale, query_index, block_size)
+                   if compensate == "dropped" else None)
         out, lse = _attn_triton(q, k, v, column_index, column_offset, column_count, dense_start, dense_end, scale,
-                                query_index, block_size)
-        if compensate:
+                                query_index, block_size, dropped=dropped)
+        if compensate in ("query", "pooled"):
             compensate_triton(q, k, v, out, lse, word_count, num_scored, scale, query_index, block_size, compensate)
         return out, lse
     batch, seq_q, heads, _ = q.shape

@@ -72,7 +72,8 @@ def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale
             token_block = tiles.token_blocks(q.shape[1], q.device)
         kept = selection.kept_per_word().view(selection.batch, selection.heads, selection.num_query_blocks, -1)
         extra, v_mean = compensation_logits_reference(q, k, v, kept, selection.num_keys, scale,
-                                                      token_block.to(q.device), mode)
+                                                      token_block.to(q.device), mode,
+                                                      selection.to_mask() if mode == "dropped" else None)
     for b in range(q.shape[0]):
         for h in range(q.shape[2]):
             sl = (slice(b, b + 1), slice(None), slice(h, h + 1))
@@ -89,12 +90,16 @@ def vec_sparse_attention_reference(q, k, v, selection, dense_range=(0, 0), scale
 
 def _attention_with_columns(q, k, v, key_mask, scale, extra_logits, extra_values):
     """fp32 attention of q `[S, D]` over the masked keys plus extra columns (`[S, G]` logits,
-    `[G, D]` values): (out `[S, D]`, lse `[S]`); a row with no finite logit gets zeros, -inf."""
+    `[G, D]` values, or `[S, G, D]`: one value per row and column): (out `[S, D]`, lse `[S]`); a
+    row with no finite logit gets zeros, -inf."""
     logits = ((q.float() @ k.float().T) * scale).masked_fill(~key_mask, -math.inf)
     logits = torch.cat([logits, extra_logits.float()], -1)
     lse = torch.logsumexp(logits, -1)
     probs = torch.exp(logits - torch.where(torch.isinf(lse), 0.0, lse)[:, None])
-    return probs @ torch.cat([v.float(), extra_values.float()]), lse
+    if extra_values.dim() == 2:
+        return probs @ torch.cat([v.float(), extra_values.float()]), lse
+    n = k.shape[0]
+    return probs[:, :n] @ v.float() + (probs[:, n:, None] * extra_values.float()).sum(1), lse
 
 
 def segment_bounds_reference(column_index, column_offset, column_count, segment_keys: int, segments: int):
@@ -122,13 +127,22 @@ def merge_segments_reference(part, part_lse):
     return out, lse
 
 
-def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, token_block, mode: str):
+def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, token_block, mode: str,
+                                  kept_mask=None):
     """The compensation as extra softmax columns, fp32, one per 64-key group (the test oracle):
     (logits `[B, H, Sq, G]` = score + log(dropped), -inf where nothing is dropped; mean values
-    `[B, H, G, D]`). `kept`: `[B, H, NQB, G]` kept keys per group; `token_block`: int64 `[Sq]`."""
+    `[B, H, G, D]`). `kept`: `[B, H, NQB, G]` kept keys per group; `token_block`: int64 `[Sq]`.
+    "dropped" (pooled scores): the values are each query block's dropped keys' mean per group,
+    `[B, H, Sq, G, D]` (zeros where nothing is dropped), from `kept_mask` (bool
+    `[B, H, NQB, num_keys]`, the selection's `to_mask()`): exp(logit) * value = e_g * (the sum of the
+    dropped values), the mode's formula."""
     k_mean, v_mean = key_group_means(k.float(), num_keys), key_group_means(v.float(), num_keys)
     qf = q.float().transpose(1, 2)  # [B, H, Sq, D]
-    if mode == "pooled":
+    if mode == "dropped":
+        if kept_mask is None:
+            raise ValueError("the dropped mode's reference needs `kept_mask` (the selection's to_mask())")
+        v_mean = _dropped_means_reference(v, kept_mask, num_keys)[:, :, token_block]
+    if mode in ("pooled", "dropped"):
         nqb = kept.shape[2]
         sums = torch.zeros(*qf.shape[:2], nqb, qf.shape[-1], device=q.device).index_add_(2, token_block, qf)
         members = torch.bincount(token_block, minlength=nqb).clamp_min(1).float()
@@ -138,3 +152,14 @@ def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, to
     dropped = (group_sizes(num_keys, q.device) - kept.float())[:, :, token_block]
     logits = torch.where(dropped > 0, scores + torch.log(dropped.clamp_min(1)), -math.inf)
     return logits, v_mean
+
+
+def _dropped_means_reference(v, kept_mask, num_keys: int):
+    """fp32 `[B, H, NQB, G, D]`: the mean value of each 64-key group's dropped keys per query block
+    (the group's value sum less its kept keys', over the dropped count; zeros where none is dropped)."""
+    groups = -(-num_keys // 64)
+    dropped = torch.nn.functional.pad((~kept_mask[..., :num_keys]).float(), (0, groups * 64 - num_keys))
+    vf = torch.nn.functional.pad(v[:, :num_keys].float(), (0, 0, 0, 0, 0, groups * 64 - num_keys))
+    sums = torch.einsum("bhrgj,bgjhd->bhrgd", dropped.unflatten(-1, (groups, 64)), vf.unflatten(1, (groups, 64)))
+    count = dropped.unflatten(-1, (groups, 64)).sum(-1, keepdim=True)
+    return sums / count.clamp_min(1)

@@ -70,7 +70,9 @@ class VectorSelection:
         row_of, pos = self.kept_positions()
         cell = row_of * words + self.column_index[pos].long() // WORD_KEYS
         rows = self.column_count.numel()
-        return torch.bincount(cell, minlength=rows * words).to(torch.uint8).view(rows, words)
+        # index_add, not bincount: a size known without reading the data (torch.compile traces it)
+        counts = torch.zeros(rows * words, dtype=torch.int32, device=cell.device)
+        return counts.index_add_(0, cell, torch.ones_like(cell, dtype=torch.int32)).to(torch.uint8).view(rows, words)
 
     def to_mask(self) -> torch.Tensor:
         """Dense bool `[batch, heads, num_query_blocks, num_keys]` (tests and references only)."""
