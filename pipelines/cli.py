@@ -54,8 +54,11 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                    help="last steps run dense: a count, or a fraction < 1 of the steps; default: none")
     p.add_argument("--reuse-interval", type=int,
                    help=f"select keys every r-th sparse step and reuse the selection in between; {VECDIT_DEFAULT}")
-    p.add_argument("--no-compensate", dest="compensate", action="store_false",
-                   help="attend the selected keys alone (default: the dropped keys are compensated by group means)")
+    comp = p.add_mutually_exclusive_group()
+    comp.add_argument("--no-compensate", dest="compensate", action="store_false",
+                      help="attend the selected keys alone (default: the dropped keys are compensated by group means)")
+    comp.add_argument("--compensate", dest="compensate", choices=["query", "pooled", "dropped"],
+                      help="the compensation mode (vecdit.ops.attention.compensation); default: the preset's")
     p.add_argument("--config", help="a `vecdit calibrate` file: its per-layer densities, tiles and compensation "
                                     "(the flags above still apply on top)")
     p.add_argument("--random-weights", action="store_true", help="full-size config with random weights (benchmarks)")
@@ -70,7 +73,8 @@ def _settings(args):
         steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt, image=args.image,
         threshold=args.threshold, max_density=args.max_density, density=args.density, query_tiles=args.query_tiles,
         dense_steps=args.dense_steps, dense_last_steps=args.dense_last_steps, reuse_interval=args.reuse_interval,
-        random_weights=args.random_weights, ulysses=args.ulysses, compensate=args.compensate, config=args.config)
+        random_weights=args.random_weights, ulysses=args.ulysses, compensate=True if args.compensate is None else args.compensate,
+        config=args.config)
 
 
 def cmd_generate(args) -> int:

@@ -40,7 +40,7 @@ class GenerateSettings:
     reuse_interval: int | None = None
     random_weights: bool = False
     ulysses: int = 1  # diffusers context parallelism over this many processes (launched by torchrun)
-    compensate: bool = True  # False: the selected keys alone (--no-compensate)
+    compensate: bool | str = True  # False: the selected keys alone (--no-compensate); a mode (--compensate)
     config: str | None = None  # a `vecdit calibrate` file: the base config in place of the preset
     fps: int | None = None
     extra: dict = field(default_factory=dict)
@@ -76,8 +76,8 @@ def attention_config(family: str, s: GenerateSettings, preset_density: float | N
             overrides[flag] = int(value) if float(value) >= 1 else float(value)
     if s.reuse_interval is not None:
         overrides["reuse_interval"] = s.reuse_interval
-    if not s.compensate:
-        overrides["compensate"] = False
+    if s.compensate is not True:
+        overrides["compensate"] = s.compensate
     try:
         return replace(base, **overrides)
     except ValueError as e:  # the config's message names the field; say which flag sets it
