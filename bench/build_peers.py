@@ -81,10 +81,7 @@ def build_sage(src: Path, dest: Path) -> dict:
                        extra_cuda_cflags=nvcc, extra_ldflags=ldflags)
         shutil.copy(module.__file__, pkg / Path(module.__file__).name)
         built.append(Path(module.__file__).name)
-    info = dest / "sageattention-2.2.0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sageattention\nVersion: 2.2.0\n")
-    (info / "top_level.txt").write_text("sageattention\n")
+    _dist_info(dest, "sageattention", "2.2.0")
     return {"built": built}
 
 
@@ -200,11 +197,16 @@ def build_sparge(src: Path, dest: Path) -> dict:
     for module in modules.values():
         shutil.copy(module.__file__, pkg / Path(module.__file__).name)
         built.append(Path(module.__file__).name)
-    info = dest / "spas_sage_attn-0.1.0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: spas_sage_attn\nVersion: 0.1.0\n")
-    (info / "top_level.txt").write_text("spas_sage_attn\n")
+    _dist_info(dest, "spas_sage_attn", "0.1.0")
     return {"built": built, "instantiations": [p.name for p in insts]}
+
+
+def _dist_info(dest: Path, name: str, version: str) -> None:
+    """A minimal dist-info, so that `importlib.metadata` (and the peer's own version checks) find the package."""
+    info = dest / f"{name}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{name}\n")
 
 
 def main(argv=None) -> int:

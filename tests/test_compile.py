@@ -66,17 +66,24 @@ def test_repeated_blocks_fullgraph_equal_eager_without_graph_breaks(family, laye
 def compile_like_eager(config: VecAttnConfig, layers: int = 3):
     """(eager model, compiled model) of a `layers`-layer tiny Wan after the same 4 steps: outputs
     equal, no graph break, two graphs (dense, select) shared by all layers."""
-    eager_model, inputs = build("wan", config, layers)
+    eager_model, model = compiled_like_eager("wan", config, layers)
+    assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
+    torch._dynamo.reset()
+    return eager_model, model
+
+
+def compiled_like_eager(family: str, config: VecAttnConfig, layers: int = 2):
+    """(eager model, compiled model) of a tiny `family` model after the same steps: outputs equal, no
+    graph break (dynamo's counters are left for the caller to read)."""
+    eager_model, inputs = build(family, config, layers)
     eager = denoise(eager_model, inputs)
-    model, inputs = build("wan", config, layers)
+    model, inputs = build(family, config, layers)
     torch._dynamo.reset()
     counters.clear()
     model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
     compiled = denoise(model, inputs)
     assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
     assert sum(counters["graph_break"].values()) == 0
-    assert counters["stats"]["unique_graphs"] == 2  # dense, select: not one per layer
-    torch._dynamo.reset()
     return eager_model, model
 
 
@@ -103,13 +110,5 @@ def test_dropped_compensation_compiles_like_eager():
     """compensate="dropped" on HunyuanVideo (text keys after the scored ones): the weight table, the
     kernel's correction and its epilogue merge inside the custom op, so the blocks still trace
     whole and give the eager output at every kind of step."""
-    config = VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=2, compensate="dropped")
-    eager = denoise(*build("hunyuan", config))
-    model, inputs = build("hunyuan", config)
-    torch._dynamo.reset()
-    counters.clear()
-    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
-    compiled = denoise(model, inputs)
-    assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
-    assert sum(counters["graph_break"].values()) == 0
+    compiled_like_eager("hunyuan", VecAttnConfig(density=0.25, dense_steps=1, reuse_interval=2, compensate="dropped"))
     torch._dynamo.reset()
