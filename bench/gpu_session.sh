@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call's GPU work, in steps. Run from the repository root on the GPU host with
 # `carry: [".whl"]` (../shared/gpu-host/wheels.sh):
-#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|compensation|attention-wan|index|abab|peers-build|peers|density|selection|pipeline|
+#   bash bench/gpu_session.sh [tests|tests-selection|fp8|attention-hv|compensation|attention-wan|index|abab|peers-build|peers|density|selection|pipeline|calibrate|
 #                              train-tiny|train-tiny-pair|tiny-quality|kernel-rows|lab ...]
 #   (default: tests attention-hv)
 # The fp8 variants (`PIPE_VARIANTS="stock vecdit-compile-fp8"`) need only torch (vecdit.fp8.Float8Linear); the `fp8`
@@ -92,6 +92,12 @@ for step in $steps; do
       (cd /tmp && FASTVIDEO_VSA_TRITON=${FASTVIDEO_VSA_TRITON:-0} timeout ${PEER_TIMEOUT:-560} python3 -m vecdit.bench peers \
         --shapes ${PEER_SHAPES:-hunyuanvideo-720p} --inputs ${PEER_INPUTS:-structured} ${PEER_ARGS:-} --out "$OUT" 2>&1 \
         | grep -v "^|.*---" | tail -${PEER_TAIL:-70}) ;;
+    calibrate)  # vecdit calibrate's cost on a full-size model (random weights: timing only, its densities mean nothing);
+      # CAL_STEPS "2" keeps one call under 10 minutes (about 3 dense steps + 2 captures x 6 replays at gain groups of 10)
+      (cd /tmp && timeout ${CAL_TIMEOUT:-560} python3 -m vecdit.pipelines.cli calibrate --model ${CAL_MODEL:-wan2.1-t2v-14b} \
+        --random-weights --prompt "a red fox running through snow" --capture-steps ${CAL_STEPS:-2} \
+        --gain-group ${CAL_GAIN_GROUP:-10} --target-density 0.1 --output "$OUT/calibrate-${CAL_MODEL:-wan2.1-t2v-14b}.json" 2>&1 \
+        | tr '\r' '\n' | grep -v -i warn | tail -12) ;;
     abab)  # tile vs raster order, alternated in one run
       timeout 300 python3 -m vecdit.bench attention --shapes hunyuanvideo-720p --inputs random --densities 0.25 \
         --variants tiles-topk raster-topk tiles-topk raster-topk --name attention-tiles-hv-abab --out "$OUT" 2>&1 | tail -12 ;;

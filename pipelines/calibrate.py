@@ -34,6 +34,7 @@ from .one_step import OneStep
 DENSITY_GRID = (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1.0)
 ESTIMATES = ("grouped", "exact", "local")
 GAIN_DENSITY = 0.1  # where the grouped estimate measures its gains
+REFINE_STEPS = 4  # measured bisection steps toward a target one-step error
 CALIBRATION_KIND = "vecdit-calibration"
 
 
@@ -138,20 +139,36 @@ def calibrate(pipe, prompts, base_config: VecAttnConfig | None = None, *, target
     one.progress = bar.forward
     layers, n = one.layers, len(one.forwards)
     replays = {"exact": layers * sum(d < 1 for d in densities), "local": 1,
-               "grouped": 1 + -(-layers // max(1, gain_group))}[estimate] + 1
+               "grouped": 1 + -(-layers // max(1, gain_group))}[estimate]
+    replays += 1 if target_error is None else REFINE_STEPS
     bar.replays(replays * n)
     estimated = layer_curves(one, base, densities, estimate, gain_group)
-    plan = allocate(estimated["curves"], densities, target_error, target_density)
-    config = dataclasses.replace(base, density=None, layer_density=tuple(plan["layer_density"]))
-    measured = one.error(config)
-    if target_error is not None and measured["error"] > target_error and plan["predicted_error"] > 0:
-        # the layers' errors interact a little (the sum of squares runs ~10% under the measured
-        # error on the tiny model): scale the curves by what was measured, allocate and measure again
-        scale = measured["error"] / plan["predicted_error"]
-        bar.replays(n)
-        plan = allocate([[scale * e for e in c] for c in estimated["curves"]], densities, target_error=target_error)
+    curves = estimated["curves"]
+
+    def measure(plan):
         config = dataclasses.replace(base, density=None, layer_density=tuple(plan["layer_density"]))
-        measured = one.error(config)
+        return config, one.error(config)
+
+    if target_density is not None:
+        plan = allocate(curves, densities, target_density=target_density)
+        config, measured = measure(plan)
+    else:
+        # the layers' errors interact a little (the sum of squares runs ~10% under the measured error on
+        # the tiny model): from the predicted budget, bisect the mean density on the measured error
+        plan = allocate(curves, densities, target_error=target_error)
+        lo, hi, budget, best = min(densities), 1.0, plan["mean_density"], None
+        for _ in range(REFINE_STEPS):
+            trial = allocate(curves, densities, target_density=budget)
+            config, measured = measure(trial)
+            if measured["error"] <= target_error:
+                best, hi = (trial, config, measured), trial["mean_density"]
+            else:
+                lo = budget
+            budget = 0.5 * (lo + hi)
+        if best is None:  # not met below the largest budget tried: every layer dense
+            trial = allocate(curves, densities, target_density=1.0)
+            best = (trial, *measure(trial))
+        plan, config, measured = best
     bar.close()
     return {"config": config, "one_step_error": measured["error"], "by_step": measured["by_step"],
             "mean_density": plan["mean_density"], "predicted_error": plan["predicted_error"],

@@ -1,9 +1,9 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """`CalibrationProcessor`: dense attention that hands each sparse-capable layer's q, k, v to a sink.
 
-It stands in for `VecAttnProcessor` for one generation (`vecdit calibrate`): the video is the dense
-one, and at the chosen steps every sparse call's post-RoPE q, k, v go to `sink` with the layer
-index and the query tiles of the forward's grid (`vecdit.lab.capture.CurveSink` measures them).
+It stands in for `VecAttnProcessor` for one generation (`tiny_quality --attention-error`): the video
+is the dense one, and at the chosen steps every sparse call's post-RoPE q, k, v go to `sink` with the
+layer index and the query tiles of the forward's grid.
 """
 from __future__ import annotations
 
