@@ -32,7 +32,7 @@ for step in $steps; do
       (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_tiles.py" \
         "$R/tests/ops/test_attention.py" "$R/tests/ops/test_selection.py" "$R/tests/test_fp8.py" \
         -k "tile or gluon or matches_reference or fp8 or budget or capacity or sample_" 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt")
-      (cd /tmp && timeout 120 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_compensation.py" 2>&1 \
+      (cd /tmp && timeout 240 python3 -m pytest -q -p no:cacheprovider --rootdir=/tmp "$R/tests/ops/test_compensation.py" 2>&1 \
         | tail -8 | tee "$OUT/gpu-tests-compensation.txt") ;;
     peers-build)  # SageAttention2, VSA's ThunderKittens kernels and SpargeAttn from the snapshots carried in .peers/
       # (git-ignored; `carry: [".whl", ".peers"]`), built in parallel (bench/build_peers.py); each one whose module is

@@ -34,7 +34,7 @@ from .one_step import OneStep
 DENSITY_GRID = (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1.0)
 ESTIMATES = ("grouped", "exact", "local")
 GAIN_DENSITY = 0.1  # where the grouped estimate measures its gains
-REFINE_STEPS = 4  # measured bisection steps toward a target one-step error
+REFINE_STEPS = 6  # measured steps toward a target one-step error (widen, then bisect)
 CALIBRATION_KIND = "vecdit-calibration"
 
 
@@ -156,7 +156,7 @@ def calibrate(pipe, prompts, base_config: VecAttnConfig | None = None, *, target
         # the layers' errors interact a little (the sum of squares runs ~10% under the measured error on
         # the tiny model): from the predicted budget, bisect the mean density on the measured error
         plan = allocate(curves, densities, target_error=target_error)
-        lo, hi, budget, best = min(densities), 1.0, plan["mean_density"], None
+        lo, hi, budget, best = min(densities), None, plan["mean_density"], None
         for _ in range(REFINE_STEPS):
             trial = allocate(curves, densities, target_density=budget)
             config, measured = measure(trial)
@@ -164,7 +164,8 @@ def calibrate(pipe, prompts, base_config: VecAttnConfig | None = None, *, target
                 best, hi = (trial, config, measured), trial["mean_density"]
             else:
                 lo = budget
-            budget = 0.5 * (lo + hi)
+            # widen by half until the target is met, then halve the bracket
+            budget = min(1.0, 1.5 * budget) if hi is None else 0.5 * (lo + hi)
         if best is None:  # not met below the largest budget tried: every layer dense
             trial = allocate(curves, densities, target_density=1.0)
             best = (trial, *measure(trial))
