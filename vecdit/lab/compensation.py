@@ -7,6 +7,8 @@ Variants (what `vecdit.ops.attention.compensation` could compute; the lab choose
   pooled        the same groups, one score per query tile (the tile's mean query)
   tiles         3D key tiles (4x4x4 of the latent grid) as the groups, per query row
   exact         64-key raster groups, mean key and value of the dropped keys only, per query row
+  dropped       the product's `dropped` mode: pooled scores of the whole groups' mean keys, the dropped keys'
+                own values (each dropped key weighs its group's pooled weight)
 Output error = mean over query rows of |out - dense| / |dense| (what a user sees), beside recall.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from vecdit.ops.tiles import QueryTiles
 
-VARIANTS = ("none", "query", "pooled", "tiles", "exact")
+VARIANTS = ("none", "query", "pooled", "dropped", "tiles", "exact")
 GROUP_KEYS = 64
 
 
@@ -85,6 +87,10 @@ class OutputError:
                 continue
             if variant == "exact":
                 res[variant] = self._error(self._exact(mask, num, den))
+                continue
+            if variant == "dropped":
+                w = torch.exp(self.t_pooled)[:, self.raster.gid] * ~mask  # [R, Sk]: each dropped key's weight
+                res[variant] = self._error((num + w @ self.v) / (den + w.sum(-1, keepdim=True)))
                 continue
             groups, t = {"query": (self.raster, self.t_query), "pooled": (self.raster, self.t_pooled),
                          "tiles": (self.tiles, getattr(self, "t_tiles", None))}[variant]
