@@ -9,6 +9,15 @@ from vecdit.ops import QueryTiles, VectorSelection, vec_sparse_attention_referen
 from vecdit.ops import masked_sparse_attention
 
 
+
+def video_with_text(grid, text, heads, batch, generator):
+    """q `[B, S, H, 64]` over a `grid` of video tokens, k / v with `text` keys after them, and the grid's 4x4x4 tiles."""
+    seq = math.prod(grid)
+    q = torch.randn(batch, seq, heads, 64, generator=generator)
+    k = torch.randn(batch, seq + text, heads, 64, generator=generator) * 2
+    v = torch.randn(batch, seq + text, heads, 64, generator=generator)
+    return q, k, v, QueryTiles(grid)
+
 @pytest.mark.parametrize("compensate", [False, "query", "pooled", "dropped"])
 def test_masked_path_matches_the_reference(compensate):
     # a ragged 3x7x9 grid in 4x4x4 tiles (edge tiles, a short last block), two videos, text keys after
@@ -16,10 +25,7 @@ def test_masked_path_matches_the_reference(compensate):
     grid, text, heads = (3, 7, 9), 13, 3
     seq = math.prod(grid)
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, seq, heads, 64, generator=g)
-    k = torch.randn(2, seq + text, heads, 64, generator=g) * 2
-    v = torch.randn(2, seq + text, heads, 64, generator=g)
-    tiles = QueryTiles(grid)
+    q, k, v, tiles = video_with_text(grid, text, heads, batch=2, generator=g)
     keep = torch.rand(2, heads, tiles.num_blocks(seq), seq, generator=g) < 0.25
     keep[0, 1, 0], keep[1, 2, 1] = False, True
     sel = VectorSelection.from_mask(keep, tiles)
@@ -51,11 +57,7 @@ def test_sparse_attention_on_the_cpu_compiles_fullgraph_like_eager(compensate):
 
     grid, text, heads = (2, 6, 7), 9, 2
     seq = math.prod(grid)
-    g = torch.Generator().manual_seed(3)
-    q = torch.randn(1, seq, heads, 64, generator=g)
-    k = torch.randn(1, seq + text, heads, 64, generator=g) * 2
-    v = torch.randn(1, seq + text, heads, 64, generator=g)
-    tiles = QueryTiles(grid)
+    q, k, v, tiles = video_with_text(grid, text, heads, batch=1, generator=torch.Generator().manual_seed(3))
 
     def attend(q, k, v):
         sel = vector_selection_reference(q, k[:, :seq], None, max_density=0.25, query_tiles=tiles)
