@@ -20,10 +20,11 @@ Estimates of a layer's error at density d (`estimate`):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 
-import torch
 
 from vecdit.config import VecAttnConfig
 from vecdit.lab.calibrate import solve_knapsack
@@ -133,8 +134,7 @@ def calibrate(pipe, prompts, base_config: VecAttnConfig | None = None, *, target
     bar = _Progress(progress)
     start = time.perf_counter()
     if one is None:
-        steps = int((call_kwargs or {}).get("num_inference_steps") or 50)
-        bar.plan(len(prompts) * len(seeds), max(capture_steps) + 1, steps)
+        bar.plan(len(prompts) * len(seeds), max(capture_steps) + 1)
         one = OneStep.capture(pipe, prompts, seeds, capture_steps, call_kwargs, progress=bar.generation)
     one.progress = bar.forward
     layers, n = one.layers, len(one.forwards)
@@ -180,14 +180,10 @@ def calibrate(pipe, prompts, base_config: VecAttnConfig | None = None, *, target
 
 def save_calibration(result: dict, path: str, **extra) -> None:
     """Write `calibrate`'s result as JSON (`VecAttnConfig.from_calibration` and `--config` read it)."""
-    import json
-
     payload = {"kind": CALIBRATION_KIND, **{k: v for k, v in result.items() if k != "config"},
                "config": result["config"].to_dict(), **extra}
     with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=1)
-    import os
-
     os.replace(path + ".tmp", path)
 
 
@@ -203,7 +199,7 @@ class _Progress:
             self.bar = tqdm(total=0, unit="fwd", desc="vecdit calibrate", dynamic_ncols=True)
         self.steps_per_run = 0
 
-    def plan(self, runs: int, steps_per_run: int, steps: int):
+    def plan(self, runs: int, steps_per_run: int):
         self.steps_per_run = steps_per_run
         if self.bar is not None:
             self.bar.total += runs * steps_per_run
