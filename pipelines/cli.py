@@ -164,6 +164,8 @@ def cmd_calibrate(args) -> int:
 
     import torch
 
+    import vecdit
+
     from .calibrate import DENSITY_GRID, calibrate, save_calibration
     from .generate import Generator
     from .models import check_writable_folder
@@ -183,9 +185,9 @@ def cmd_calibrate(args) -> int:
         raise GenerateError(f"--target-density must lie in [{min(DENSITY_GRID)}, 1], got {args.target_density}")
     settings = _settings(args)
     settings.attention = "vec"
-    gen = Generator(settings)  # validates the model and sizes, loads the pipeline with vecdit on
+    gen = Generator(settings)  # validates the flags before loading; the pipeline comes with vecdit on
     base = dataclasses.replace(gen.config, collect_stats=False)
-    vecdit_disable(gen.pipe)  # calibrate captures dense generations and installs vecdit per replay
+    vecdit.disable(gen.pipe)  # calibrate captures dense generations and installs vecdit per replay
     s = gen.settings
     if max(args.capture_steps) >= s.steps or min(args.capture_steps) < 0:
         raise GenerateError(f"--capture-steps must lie in [0, --steps={s.steps}), got {args.capture_steps}")
@@ -200,13 +202,6 @@ def cmd_calibrate(args) -> int:
     print(f"wrote {args.output}: vecdit generate --config {args.output} (or VecAttnConfig.from_calibration)",
           file=sys.stderr)
     return 0
-
-
-def vecdit_disable(pipe) -> None:
-    import vecdit
-
-    if vecdit.is_enabled(pipe):
-        vecdit.disable(pipe)
 
 
 def cmd_compare(args) -> int:

@@ -231,7 +231,6 @@ class _LocalErrorProcessor(VecAttnProcessor):
                 if d >= 1.0:
                     continue  # the layer kept dense: no error
                 self.engine.config = dataclasses.replace(config, density=d, layer_density=None)
-                call.state.density = None
                 out = super()._sparse(q, k, v, call).double()
                 self.sums[layer, j, 0] += float((out - reference).square().sum())
                 self.sums[layer, j, 1] += norm

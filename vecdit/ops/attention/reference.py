@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..selection.sparse_format import VectorSelection
+from ..selection.sparse_format import WORD_KEYS, VectorSelection
 from ..tiles import QueryTiles
 from .compensation import check_compensation_range, compensation_mode, group_sizes, key_group_means
 
@@ -157,9 +157,10 @@ def compensation_logits_reference(q, k, v, kept, num_keys: int, scale: float, to
 def _dropped_means_reference(v, kept_mask, num_keys: int):
     """fp32 `[B, H, NQB, G, D]`: the mean value of each 64-key group's dropped keys per query block
     (the group's value sum less its kept keys', over the dropped count; zeros where none is dropped)."""
-    groups = -(-num_keys // 64)
-    dropped = torch.nn.functional.pad((~kept_mask[..., :num_keys]).float(), (0, groups * 64 - num_keys))
-    vf = torch.nn.functional.pad(v[:, :num_keys].float(), (0, 0, 0, 0, 0, groups * 64 - num_keys))
-    sums = torch.einsum("bhrgj,bgjhd->bhrgd", dropped.unflatten(-1, (groups, 64)), vf.unflatten(1, (groups, 64)))
-    count = dropped.unflatten(-1, (groups, 64)).sum(-1, keepdim=True)
+    groups = -(-num_keys // WORD_KEYS)
+    pad = groups * WORD_KEYS - num_keys
+    dropped = torch.nn.functional.pad((~kept_mask[..., :num_keys]).float(), (0, pad)).unflatten(-1, (groups, WORD_KEYS))
+    vf = torch.nn.functional.pad(v[:, :num_keys].float(), (0, 0, 0, 0, 0, pad)).unflatten(1, (groups, WORD_KEYS))
+    sums = torch.einsum("bhrgj,bgjhd->bhrgd", dropped, vf)
+    count = dropped.sum(-1, keepdim=True)
     return sums / count.clamp_min(1)
