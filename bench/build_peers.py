@@ -20,7 +20,7 @@ quantisation kernels), its Python package and a dist-info; the instantiations co
 (MAX_JOBS, default 12 for this peer).
 Sources come as snapshots carried in `.peers/` (git-ignored; about 3.5 MB); `--dest` goes on PYTHONPATH. Prints
 one JSON line: what was built, in how many seconds, or why it failed. `.peers/` from the public
-repositories (the session's `fetch` tool gives each as a bare git directory, /work/.mirror/OWNER+NAME/repo;
+repositories (the `fetch` tool gives each as a bare git directory, /work/.mirror/OWNER+NAME/repo;
 `G="git --git-dir=/work/.mirror/OWNER+NAME/repo"`):
   SageAttention/     thu-ml/SageAttention (d1a57a54):
                      $G archive HEAD csrc sageattention setup.py LICENSE | tar -x -C .peers/SageAttention

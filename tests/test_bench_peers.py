@@ -1,7 +1,7 @@
 # Copyright 2026 The vecdit authors. Apache-2.0.
 """The peers benchmark's CPU side: output errors in both metrics, the time at equal output error,
 SpargeAttn's wrapper (a stand-in module), the whole comparison on the tiny proxy, the VSA module check,
-SpargeAttn's narrowed build sources and the GPU session's steps."""
+SpargeAttn's narrowed build sources and bench/gpu_session.sh's steps."""
 import json
 import math
 import re

@@ -48,7 +48,7 @@ def test_masked_path_with_a_budgeted_selection_in_bf16():
 
 @pytest.mark.parametrize("compensate", [False, "query", "pooled", "dropped"])
 def test_sparse_attention_on_the_cpu_compiles_fullgraph_like_eager(compensate):
-    # issue 37, defect 4: the CPU path (fp32 CPU tensors: no kernel) under torch.compile(fullgraph=True)
+    # the CPU path (fp32 CPU tensors: no kernel) under torch.compile(fullgraph=True)
     # read the block length back from the data (a data-dependent guard); select and attend in one graph,
     # with text keys after the scored ones, as a processor does
     from torch._dynamo.utils import counters
